@@ -1,0 +1,1 @@
+//! Sessions, sampling, and (later) batching and the prefix cache.

@@ -1,0 +1,12 @@
+//! Numeric kernels for mixture.
+//!
+//! This crate knows about numbers, block formats and threads; it never knows about models,
+//! files or tokens. Models call a handful of ops (`matmul`, `rms_norm`, `rope`, `softmax`, ...)
+//! on plain slices and dimensions.
+
+pub mod dtype;
+pub mod ops;
+pub mod quants;
+
+pub use dtype::{DType, KernelError};
+pub use ops::WeightRef;
