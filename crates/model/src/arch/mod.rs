@@ -1,8 +1,13 @@
 //! The architectures. Each is one file that reads like its paper; they share the blocks in
-//! [`layers`]. A new architecture touches its file, one [`Arch`] variant and one arm in
-//! [`build`].
+//! [`layers`] and the rotary tables in [`rope`]. A new architecture touches its file, one
+//! [`Arch`] variant and one arm in [`build`].
 
-use crate::error::Result;
+pub mod deepseek2;
+pub mod layers;
+pub mod llama;
+pub mod rope;
+
+use crate::error::{ModelError, Result};
 use crate::kv::KvCache;
 use crate::load::LoadedModel;
 use crate::spec::{Arch, ModelSpec};
@@ -16,7 +21,8 @@ pub trait Architecture: Send + Sync {
     fn kv_widths(&self) -> Vec<(usize, usize)>;
 
     /// Run `tokens` at positions `cache.len ..` and append them to the cache.
-    /// Returns logits `[tokens.len(), vocab]`.
+    /// Returns logits `[tokens.len(), vocab]`. On error the cache may hold a partial step;
+    /// callers truncate it back to its previous length.
     fn forward(&self, tokens: &[u32], cache: &mut KvCache) -> Result<Vec<f32>>;
 
     /// An empty cache shaped for this model.
@@ -27,12 +33,18 @@ pub trait Architecture: Send + Sync {
 
 /// Build the architecture named by the spec.
 pub fn build(model: LoadedModel) -> Result<Box<dyn Architecture>> {
-    let _ = &model;
-    match model.spec.arch {
-        Arch::Llama | Arch::Qwen2 | Arch::Qwen3Moe | Arch::Mixtral | Arch::Deepseek2 => {
-            Err(crate::error::ModelError::UnknownArch(
-                model.spec.arch.name().to_string(),
-            ))
+    Ok(match model.spec.arch {
+        Arch::Llama | Arch::Qwen2 | Arch::Qwen3Moe | Arch::Mixtral => {
+            Box::new(llama::Llama::new(model)?)
         }
+        Arch::Deepseek2 => Box::new(deepseek2::Deepseek2::new(model)?),
+    })
+}
+
+/// Refuse sequences longer than the model's context.
+pub(crate) fn check_context(len: usize, max: usize) -> Result<()> {
+    if max > 0 && len > max {
+        return Err(ModelError::ContextOverflow { len, max });
     }
+    Ok(())
 }

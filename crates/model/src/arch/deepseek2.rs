@@ -1,0 +1,247 @@
+//! DeepSeek-V2 / V2-Lite / V3 / R1: Multi-head Latent Attention and DeepSeekMoE.
+//!
+//! MLA (DeepSeek-V2 paper, section 2.1). Per token, keys and values are compressed to a
+//! latent `c_kv` of width `kv_lora_rank`; a separate `qk_rope_dim` key part carries the
+//! position and is shared by all heads. Queries come from `x` directly (V2-Lite) or through
+//! their own low-rank bottleneck `q_lora_rank` (V2, V3). We use the absorbed form throughout:
+//! the key up-projection of head h is folded into the query (`q_abs = k_b[h] · q_nope`) and the
+//! value up-projection is applied after attention (`o_h = v_b[h] · Σ_p a_p c_p`), so the
+//! cache holds only `c_kv` and the roped key: `kv_lora + qk_rope` values per token and layer.
+//!
+//! DeepSeekMoE: the first `first_dense` layers are dense; the rest have `n_shared` always-on
+//! experts plus `n_experts_used` routed experts chosen by softmax (V2) or sigmoid with a
+//! selection bias (V3), optionally limited to the best `topk_group` of `n_group` groups.
+//!
+//! YaRN: the softmax scale is multiplied by `mscale(factor, mscale_all_dim)^2`.
+
+use super::layers::{add_in_place, embed, FeedForward, Ffn, Linear, Moe, RmsNorm};
+use super::rope::{yarn_mscale, Rope};
+use super::Architecture;
+use crate::error::{ModelError, Result};
+use crate::kv::KvCache;
+use crate::load::LoadedModel;
+use crate::names;
+use crate::spec::{MlaParams, ModelSpec, RopeScaling};
+use mixture_kernels::ops::{dot, softmax};
+
+/// How queries are produced.
+enum QueryProj {
+    /// `q = W_q x` (V2-Lite).
+    Direct(Linear),
+    /// `q = W_qb · norm(W_qa x)` (V2, V3).
+    LowRank { a: Linear, norm: RmsNorm, b: Linear },
+}
+
+struct Block {
+    attn_norm: RmsNorm,
+    q: QueryProj,
+    /// `[kv_lora + rope, hidden]`: latent and rope key.
+    kv_a: Linear,
+    kv_a_norm: RmsNorm,
+    /// Per head `[kv_lora, qk_nope]`: absorbs the key up-projection into the query.
+    k_b: Vec<Linear>,
+    /// Per head `[v_dim, kv_lora]`: value up-projection.
+    v_b: Vec<Linear>,
+    wo: Linear,
+    ffn_norm: RmsNorm,
+    ffn: FeedForward,
+}
+
+pub struct Deepseek2 {
+    spec: ModelSpec,
+    mla: MlaParams,
+    token_embd: crate::tensor::Tensor,
+    blocks: Vec<Block>,
+    output_norm: RmsNorm,
+    output: Linear,
+    rope: Rope,
+    scale: f32,
+}
+
+impl Deepseek2 {
+    pub fn new(model: LoadedModel) -> Result<Deepseek2> {
+        let LoadedModel {
+            spec, weights: ws, ..
+        } = model;
+        let hp = &spec.hparams;
+        let mla = hp.mla.clone().ok_or_else(|| {
+            ModelError::Invalid("deepseek2 needs MLA metadata (kv_lora_rank)".into())
+        })?;
+        let (d, nh, eps) = (hp.hidden, hp.n_heads, hp.rms_eps);
+        let (nope, rope_d, vd, lora) = (
+            mla.qk_nope_dim,
+            mla.qk_rope_dim,
+            mla.v_head_dim,
+            mla.kv_lora_rank,
+        );
+        let qd = nope + rope_d;
+        let token_embd = ws
+            .get_shaped(names::TOKEN_EMBD, &[hp.vocab_size, d])?
+            .clone();
+        let mut blocks = Vec::with_capacity(hp.n_layers);
+        for l in 0..hp.n_layers {
+            let q = match mla.q_lora_rank {
+                None => QueryProj::Direct(Linear::load(
+                    &ws,
+                    &names::blk(l, "attn_q"),
+                    nh * qd,
+                    d,
+                    false,
+                )?),
+                Some(r) => QueryProj::LowRank {
+                    a: Linear::load(&ws, &names::blk(l, "attn_q_a"), r, d, false)?,
+                    norm: RmsNorm::load(&ws, &names::blk(l, "attn_q_a_norm"), r, eps)?,
+                    b: Linear::load(&ws, &names::blk(l, "attn_q_b"), nh * qd, r, false)?,
+                },
+            };
+            let k_b_name = names::blk(l, "attn_k_b");
+            let v_b_name = names::blk(l, "attn_v_b");
+            let k_b_all = ws.get_shaped(&k_b_name, &[nh, lora, nope])?;
+            let v_b_all = ws.get_shaped(&v_b_name, &[nh, vd, lora])?;
+            let k_b = (0..nh)
+                .map(|h| Linear::from_tensor(&k_b_name, k_b_all.index0(h)?, lora, nope))
+                .collect::<Result<Vec<_>>>()?;
+            let v_b = (0..nh)
+                .map(|h| Linear::from_tensor(&v_b_name, v_b_all.index0(h)?, vd, lora))
+                .collect::<Result<Vec<_>>>()?;
+            let ffn = match &hp.moe {
+                Some(p) if l >= p.first_dense => {
+                    FeedForward::Moe(Box::new(Moe::load(&ws, l, d, p)?))
+                }
+                _ => FeedForward::Dense(Ffn::load(&ws, l, "", d, hp.ffn_hidden)?),
+            };
+            blocks.push(Block {
+                attn_norm: RmsNorm::load(&ws, &names::blk(l, "attn_norm"), d, eps)?,
+                q,
+                kv_a: Linear::load(
+                    &ws,
+                    &names::blk(l, "attn_kv_a_mqa"),
+                    lora + rope_d,
+                    d,
+                    false,
+                )?,
+                kv_a_norm: RmsNorm::load(&ws, &names::blk(l, "attn_kv_a_norm"), lora, eps)?,
+                k_b,
+                v_b,
+                wo: Linear::load(&ws, &names::blk(l, "attn_output"), d, nh * vd, false)?,
+                ffn_norm: RmsNorm::load(&ws, &names::blk(l, "ffn_norm"), d, eps)?,
+                ffn,
+            });
+        }
+        let output_norm = RmsNorm::load(&ws, names::OUTPUT_NORM, d, eps)?;
+        let out_w = ws.get_opt(names::OUTPUT).unwrap_or(&token_embd).clone();
+        let output = Linear::from_tensor(names::OUTPUT, out_w, hp.vocab_size, d)?;
+        let rope = Rope::new(&hp.rope, None);
+        let mut scale = 1.0 / (qd as f32).sqrt();
+        if let RopeScaling::Yarn {
+            factor,
+            mscale_all_dim,
+            ..
+        } = hp.rope.scaling
+        {
+            if mscale_all_dim > 0.0 {
+                let m = yarn_mscale(factor, mscale_all_dim);
+                scale *= m * m;
+            }
+        }
+        Ok(Deepseek2 {
+            spec,
+            mla,
+            token_embd,
+            blocks,
+            output_norm,
+            output,
+            rope,
+            scale,
+        })
+    }
+}
+
+impl Architecture for Deepseek2 {
+    fn spec(&self) -> &ModelSpec {
+        &self.spec
+    }
+
+    fn kv_widths(&self) -> Vec<(usize, usize)> {
+        vec![(self.mla.kv_lora_rank + self.mla.qk_rope_dim, 0); self.spec.hparams.n_layers]
+    }
+
+    fn forward(&self, tokens: &[u32], cache: &mut KvCache) -> Result<Vec<f32>> {
+        let hp = &self.spec.hparams;
+        let (d, nh) = (hp.hidden, hp.n_heads);
+        let MlaParams {
+            qk_nope_dim: nope,
+            qk_rope_dim: rd,
+            v_head_dim: vd,
+            kv_lora_rank: lora,
+            ..
+        } = self.mla;
+        let (qd, kw) = (nope + rd, lora + rd);
+        let t = tokens.len();
+        let pos0 = cache.len;
+        super::check_context(pos0 + t, hp.context_length)?;
+        let mut x = embed(&self.token_embd, tokens, d)?; // [t, d]
+        for (block, kv) in self.blocks.iter().zip(cache.layers.iter_mut()) {
+            let h = block.attn_norm.forward(&x); // [t, d]
+            let mut q = match &block.q {
+                QueryProj::Direct(w) => w.forward(&h, t)?, // [t, nh * qd]
+                QueryProj::LowRank { a, norm, b } => {
+                    let mut c = a.forward(&h, t)?; // [t, q_lora]
+                    norm.apply(&mut c);
+                    b.forward(&c, t)? // [t, nh * qd]
+                }
+            };
+            let mut ckv = block.kv_a.forward(&h, t)?; // [t, lora + rd]
+            for ti in 0..t {
+                let row = &mut ckv[ti * kw..(ti + 1) * kw];
+                block.kv_a_norm.apply(&mut row[..lora]); // latent c_kv
+                self.rope.apply(&mut row[lora..], 1, rd, 0, pos0 + ti); // shared rope key
+                self.rope.apply(
+                    &mut q[ti * nh * qd..(ti + 1) * nh * qd],
+                    nh,
+                    qd,
+                    nope,
+                    pos0 + ti,
+                );
+            }
+            kv.k.extend_from_slice(&ckv);
+            let n_pos = kv.k.len() / kw;
+            let mut attn = vec![0f32; t * nh * vd]; // [t, nh * vd]
+            for (head, (k_b, v_b)) in block.k_b.iter().zip(&block.v_b).enumerate() {
+                // q_nope of this head for all tokens: [t, nope] → absorbed [t, lora].
+                let q_nope: Vec<f32> = (0..t)
+                    .flat_map(|ti| q[(ti * nh + head) * qd..][..nope].iter().copied())
+                    .collect();
+                let q_abs = k_b.forward(&q_nope, t)?;
+                let mut latent = vec![0f32; t * lora]; // Σ_p a_p c_p, [t, lora]
+                let mut scores = vec![0f32; n_pos];
+                for ti in 0..t {
+                    let visible = n_pos - t + ti + 1;
+                    let qa = &q_abs[ti * lora..(ti + 1) * lora];
+                    let qr = &q[(ti * nh + head) * qd + nope..][..rd];
+                    for (p, s) in scores[..visible].iter_mut().enumerate() {
+                        let c = &kv.k[p * kw..(p + 1) * kw];
+                        *s = (dot(qa, &c[..lora]) + dot(qr, &c[lora..])) * self.scale;
+                    }
+                    softmax(&mut scores[..visible]);
+                    let out = &mut latent[ti * lora..(ti + 1) * lora];
+                    for (p, &w) in scores[..visible].iter().enumerate() {
+                        for (o, c) in out.iter_mut().zip(&kv.k[p * kw..p * kw + lora]) {
+                            *o += w * c;
+                        }
+                    }
+                }
+                let o = v_b.forward(&latent, t)?; // [t, vd]
+                for ti in 0..t {
+                    attn[(ti * nh + head) * vd..][..vd].copy_from_slice(&o[ti * vd..(ti + 1) * vd]);
+                }
+            }
+            add_in_place(&mut x, &block.wo.forward(&attn, t)?);
+            let h = block.ffn_norm.forward(&x);
+            add_in_place(&mut x, &block.ffn.forward(&h, t, d)?);
+        }
+        cache.len += t;
+        self.output_norm.apply(&mut x);
+        self.output.forward(&x, t) // [t, vocab]
+    }
+}

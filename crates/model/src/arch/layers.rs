@@ -1,0 +1,395 @@
+//! Blocks shared by the architectures: linear layers, RMS norm weights, causal attention over
+//! the KV cache, SwiGLU feed-forward and mixture-of-experts routing.
+
+use crate::error::{ModelError, Result};
+use crate::names;
+use crate::spec::{Gating, MoeParams};
+use crate::tensor::{Tensor, WeightStore};
+use mixture_kernels::ops::{self, sigmoid, softmax};
+
+/// A linear layer `y = x W^T (+ b)` over a stored weight `[out, in]`.
+#[derive(Debug, Clone)]
+pub struct Linear {
+    pub w: Tensor,
+    pub b: Option<Vec<f32>>,
+    pub out: usize,
+    pub inp: usize,
+}
+
+impl Linear {
+    /// Load `name` (a `.weight`) with shape `[out, inp]`, and its `.bias` when `bias` is true.
+    pub fn load(
+        ws: &WeightStore,
+        name: &str,
+        out: usize,
+        inp: usize,
+        bias: bool,
+    ) -> Result<Linear> {
+        let w = ws.get_shaped(name, &[out, inp])?.clone();
+        let b = if bias {
+            let bname = name.replace(".weight", ".bias");
+            Some(ws.get_f32(&bname, out)?)
+        } else {
+            None
+        };
+        Ok(Linear { w, b, out, inp })
+    }
+
+    /// From an already-selected tensor (e.g. one expert or one head).
+    pub fn from_tensor(name: &str, w: Tensor, out: usize, inp: usize) -> Result<Linear> {
+        w.expect_shape(name, &[out, inp])?;
+        Ok(Linear {
+            w,
+            b: None,
+            out,
+            inp,
+        })
+    }
+
+    /// `x` is `[t, inp]`; returns `[t, out]`.
+    pub fn forward(&self, x: &[f32], t: usize) -> Result<Vec<f32>> {
+        let mut y = vec![0f32; t * self.out];
+        ops::matmul(x, t, &self.w.as_weight()?, &mut y)?;
+        if let Some(b) = &self.b {
+            for row in y.chunks_exact_mut(self.out) {
+                for (v, bb) in row.iter_mut().zip(b) {
+                    *v += bb;
+                }
+            }
+        }
+        Ok(y)
+    }
+}
+
+/// An RMS norm weight.
+#[derive(Debug, Clone)]
+pub struct RmsNorm {
+    pub w: Vec<f32>,
+    pub eps: f32,
+}
+
+impl RmsNorm {
+    pub fn load(ws: &WeightStore, name: &str, dim: usize, eps: f32) -> Result<RmsNorm> {
+        Ok(RmsNorm {
+            w: ws.get_f32(name, dim)?,
+            eps,
+        })
+    }
+
+    /// Normalise each `dim`-wide row in place.
+    pub fn apply(&self, x: &mut [f32]) {
+        ops::rms_norm(x, &self.w, self.eps);
+    }
+
+    /// Normalised copy.
+    pub fn forward(&self, x: &[f32]) -> Vec<f32> {
+        let mut y = x.to_vec();
+        self.apply(&mut y);
+        y
+    }
+}
+
+/// Causal multi-head attention of `t` new queries against all cached keys/values.
+///
+/// `q`: `[t, n_heads * qk_dim]`; `keys`: `[n_pos, n_kv * qk_dim]`, `values`:
+/// `[n_pos, n_kv * v_dim]` where the new tokens are the last `t` positions. Query head `h`
+/// reads kv head `h / (n_heads / n_kv)`. Returns `[t, n_heads * v_dim]`.
+#[allow(clippy::too_many_arguments)]
+pub fn attention(
+    q: &[f32],
+    t: usize,
+    keys: &[f32],
+    values: &[f32],
+    n_heads: usize,
+    n_kv: usize,
+    qk_dim: usize,
+    v_dim: usize,
+    scale: f32,
+) -> Vec<f32> {
+    let n_pos = keys.len() / (n_kv * qk_dim);
+    let past = n_pos - t;
+    let group = n_heads / n_kv;
+    let mut out = vec![0f32; t * n_heads * v_dim];
+    let mut scores = vec![0f32; n_pos];
+    for ti in 0..t {
+        let visible = past + ti + 1;
+        for h in 0..n_heads {
+            let kvh = h / group;
+            let qh = &q[(ti * n_heads + h) * qk_dim..][..qk_dim];
+            for (p, s) in scores[..visible].iter_mut().enumerate() {
+                let k = &keys[(p * n_kv + kvh) * qk_dim..][..qk_dim];
+                *s = ops::dot(qh, k) * scale;
+            }
+            softmax(&mut scores[..visible]);
+            let o = &mut out[(ti * n_heads + h) * v_dim..][..v_dim];
+            for (p, &w) in scores[..visible].iter().enumerate() {
+                let v = &values[(p * n_kv + kvh) * v_dim..][..v_dim];
+                for (oo, vv) in o.iter_mut().zip(v) {
+                    *oo += w * vv;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// SwiGLU feed-forward: `down(silu(gate(x)) * up(x))`.
+#[derive(Debug, Clone)]
+pub struct Ffn {
+    pub gate: Linear,
+    pub up: Linear,
+    pub down: Linear,
+}
+
+impl Ffn {
+    /// Load `blk.{layer}.ffn_{gate,up,down}{suffix}.weight` with width `ff`.
+    pub fn load(
+        ws: &WeightStore,
+        layer: usize,
+        suffix: &str,
+        hidden: usize,
+        ff: usize,
+    ) -> Result<Ffn> {
+        Ok(Ffn {
+            gate: Linear::load(
+                ws,
+                &names::blk(layer, &format!("ffn_gate{suffix}")),
+                ff,
+                hidden,
+                false,
+            )?,
+            up: Linear::load(
+                ws,
+                &names::blk(layer, &format!("ffn_up{suffix}")),
+                ff,
+                hidden,
+                false,
+            )?,
+            down: Linear::load(
+                ws,
+                &names::blk(layer, &format!("ffn_down{suffix}")),
+                hidden,
+                ff,
+                false,
+            )?,
+        })
+    }
+
+    /// Load routed expert `e` of `layer`.
+    pub fn load_expert(
+        ws: &WeightStore,
+        layer: usize,
+        e: usize,
+        hidden: usize,
+        ff: usize,
+    ) -> Result<Ffn> {
+        let get = |n: &str, out: usize, inp: usize| {
+            let name = names::expert(layer, e, n);
+            Linear::from_tensor(&name, ws.get(&name)?.clone(), out, inp)
+        };
+        Ok(Ffn {
+            gate: get("ffn_gate", ff, hidden)?,
+            up: get("ffn_up", ff, hidden)?,
+            down: get("ffn_down", hidden, ff)?,
+        })
+    }
+
+    /// `x`: `[t, hidden]` → `[t, hidden]`.
+    pub fn forward(&self, x: &[f32], t: usize) -> Result<Vec<f32>> {
+        let mut g = self.gate.forward(x, t)?;
+        let u = self.up.forward(x, t)?;
+        ops::swiglu(&mut g, &u);
+        self.down.forward(&g, t)
+    }
+}
+
+/// A mixture-of-experts feed-forward block: router, routed experts, optional shared experts.
+#[derive(Debug, Clone)]
+pub struct Moe {
+    pub params: MoeParams,
+    pub router: Linear,
+    /// DeepSeek-V3 selection bias (`e_score_correction_bias`).
+    pub score_bias: Option<Vec<f32>>,
+    pub experts: Vec<Ffn>,
+    pub shared: Option<Ffn>,
+}
+
+impl Moe {
+    pub fn load(ws: &WeightStore, layer: usize, hidden: usize, p: &MoeParams) -> Result<Moe> {
+        if p.n_experts_used == 0 || p.n_experts_used > p.n_experts {
+            return Err(ModelError::Invalid(format!(
+                "experts used per token ({}) must be in 1..={}",
+                p.n_experts_used, p.n_experts
+            )));
+        }
+        if p.n_group == 0
+            || p.n_experts % p.n_group != 0
+            || p.topk_group == 0
+            || p.topk_group > p.n_group
+        {
+            return Err(ModelError::Invalid(format!(
+                "expert groups: {} experts, {} groups, {} groups used",
+                p.n_experts, p.n_group, p.topk_group
+            )));
+        }
+        let router = Linear::load(
+            ws,
+            &names::blk(layer, "ffn_gate_inp"),
+            p.n_experts,
+            hidden,
+            false,
+        )?;
+        let bias_name = names::blk_bias(layer, "exp_probs_b");
+        let score_bias = match p.gating {
+            Gating::Sigmoid if ws.contains(&bias_name) => {
+                Some(ws.get_f32(&bias_name, p.n_experts)?)
+            }
+            _ => None,
+        };
+        let experts = (0..p.n_experts)
+            .map(|e| Ffn::load_expert(ws, layer, e, hidden, p.expert_ffn))
+            .collect::<Result<Vec<_>>>()?;
+        let shared = if p.n_shared > 0 {
+            Some(Ffn::load(
+                ws,
+                layer,
+                "_shexp",
+                hidden,
+                p.n_shared * p.expert_ffn,
+            )?)
+        } else {
+            None
+        };
+        Ok(Moe {
+            params: p.clone(),
+            router,
+            score_bias,
+            experts,
+            shared,
+        })
+    }
+
+    /// Pick experts and their weights for one token's router logits.
+    pub fn route(&self, logits: &[f32]) -> Vec<(usize, f32)> {
+        let p = &self.params;
+        let n = p.n_experts;
+        // Scores used for the weights, and (possibly biased) scores used for selection.
+        let mut scores = logits.to_vec();
+        match p.gating {
+            Gating::Softmax => softmax(&mut scores),
+            Gating::Sigmoid => scores.iter_mut().for_each(|s| *s = sigmoid(*s)),
+        }
+        let mut select: Vec<f32> = match &self.score_bias {
+            Some(b) => scores.iter().zip(b).map(|(s, b)| s + b).collect(),
+            None => scores.clone(),
+        };
+        if p.n_group > 1 {
+            // Group-limited routing: keep the best `topk_group` groups. A group's score is
+            // its best expert (V2 greedy) or the sum of its best two (V3 noaux_tc).
+            let per = n / p.n_group;
+            let mut group_scores: Vec<(usize, f32)> = (0..p.n_group)
+                .map(|g| {
+                    let mut s = select[g * per..(g + 1) * per].to_vec();
+                    s.sort_by(|a, b| b.total_cmp(a));
+                    let score = match p.gating {
+                        Gating::Softmax => s[0],
+                        Gating::Sigmoid => s.iter().take(2).sum(),
+                    };
+                    (g, score)
+                })
+                .collect();
+            group_scores.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+            let mut keep = vec![false; p.n_group];
+            for &(g, _) in group_scores.iter().take(p.topk_group) {
+                keep[g] = true;
+            }
+            for (i, s) in select.iter_mut().enumerate() {
+                if !keep[i / per] {
+                    *s = f32::NEG_INFINITY;
+                }
+            }
+        }
+        let mut order: Vec<usize> = (0..n).collect();
+        order.sort_by(|&a, &b| select[b].total_cmp(&select[a]).then(a.cmp(&b)));
+        let mut chosen: Vec<(usize, f32)> = order
+            .into_iter()
+            .take(p.n_experts_used)
+            .map(|e| (e, scores[e]))
+            .collect();
+        if p.norm_topk {
+            let sum: f32 = chosen.iter().map(|c| c.1).sum::<f32>()
+                + match p.gating {
+                    Gating::Sigmoid => 1e-20,
+                    Gating::Softmax => 0.0,
+                };
+            for c in &mut chosen {
+                c.1 /= sum;
+            }
+        }
+        for c in &mut chosen {
+            c.1 *= p.routed_scale;
+        }
+        chosen
+    }
+
+    /// `x`: `[t, hidden]` → `[t, hidden]`. Each token runs only its routed experts.
+    pub fn forward(&self, x: &[f32], t: usize, hidden: usize) -> Result<Vec<f32>> {
+        let logits = self.router.forward(x, t)?;
+        let mut out = match &self.shared {
+            Some(s) => s.forward(x, t)?,
+            None => vec![0f32; t * hidden],
+        };
+        for ti in 0..t {
+            let xt = &x[ti * hidden..(ti + 1) * hidden];
+            let routes =
+                self.route(&logits[ti * self.params.n_experts..(ti + 1) * self.params.n_experts]);
+            let o = &mut out[ti * hidden..(ti + 1) * hidden];
+            for (e, w) in routes {
+                let y = self.experts[e].forward(xt, 1)?;
+                for (oo, yy) in o.iter_mut().zip(&y) {
+                    *oo += w * yy;
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Either a dense FFN or a mixture of experts.
+#[derive(Debug, Clone)]
+pub enum FeedForward {
+    Dense(Ffn),
+    Moe(Box<Moe>),
+}
+
+impl FeedForward {
+    pub fn forward(&self, x: &[f32], t: usize, hidden: usize) -> Result<Vec<f32>> {
+        match self {
+            FeedForward::Dense(f) => f.forward(x, t),
+            FeedForward::Moe(m) => m.forward(x, t, hidden),
+        }
+    }
+}
+
+/// Token embedding lookup with range checking.
+pub fn embed(table: &Tensor, tokens: &[u32], hidden: usize) -> Result<Vec<f32>> {
+    let w = table.as_weight()?;
+    let mut x = vec![0f32; tokens.len() * hidden];
+    for (i, &tok) in tokens.iter().enumerate() {
+        if tok as usize >= w.rows {
+            return Err(ModelError::TokenOutOfRange {
+                id: tok,
+                vocab: w.rows,
+            });
+        }
+        w.dequantize_row(tok as usize, &mut x[i * hidden..(i + 1) * hidden])?;
+    }
+    Ok(x)
+}
+
+/// `a += b` elementwise.
+pub fn add_in_place(a: &mut [f32], b: &[f32]) {
+    for (x, y) in a.iter_mut().zip(b) {
+        *x += y;
+    }
+}

@@ -1,0 +1,208 @@
+//! The Llama decoder and its close relatives.
+//!
+//! Llama (2/3/3.1, SmolLM2, R1-Distill-Llama): pre-norm blocks of grouped-query attention with
+//! rotary positions and a SwiGLU feed-forward. The relatives differ in a few explicit ways,
+//! chosen once in [`Variant::of`] from the architecture named in the file:
+//! - Qwen2 (R1-Distill-Qwen): biases on the q/k/v projections; often tied embeddings.
+//! - Qwen3-MoE: RMS norm on each query and key head before rope; routed experts.
+//! - Mixtral: routed experts (softmax top-k, renormalised).
+
+use super::layers::{add_in_place, attention, embed, FeedForward, Ffn, Linear, Moe, RmsNorm};
+use super::rope::Rope;
+use super::Architecture;
+use crate::error::{ModelError, Result};
+use crate::kv::KvCache;
+use crate::load::LoadedModel;
+use crate::names;
+use crate::spec::{Arch, ModelSpec};
+
+/// The explicit differences between the family members.
+#[derive(Debug, Clone, Copy)]
+pub struct Variant {
+    pub qkv_bias: bool,
+    pub qk_norm: bool,
+    pub moe: bool,
+}
+
+impl Variant {
+    pub fn of(arch: Arch) -> Result<Variant> {
+        Ok(match arch {
+            Arch::Llama => Variant {
+                qkv_bias: false,
+                qk_norm: false,
+                moe: false,
+            },
+            Arch::Qwen2 => Variant {
+                qkv_bias: true,
+                qk_norm: false,
+                moe: false,
+            },
+            Arch::Qwen3Moe => Variant {
+                qkv_bias: false,
+                qk_norm: true,
+                moe: true,
+            },
+            Arch::Mixtral => Variant {
+                qkv_bias: false,
+                qk_norm: false,
+                moe: true,
+            },
+            Arch::Deepseek2 => {
+                return Err(ModelError::UnknownArch(
+                    "deepseek2 is not a Llama variant".into(),
+                ))
+            }
+        })
+    }
+}
+
+struct Block {
+    attn_norm: RmsNorm,
+    wq: Linear,
+    wk: Linear,
+    wv: Linear,
+    q_norm: Option<RmsNorm>,
+    k_norm: Option<RmsNorm>,
+    wo: Linear,
+    ffn_norm: RmsNorm,
+    ffn: FeedForward,
+}
+
+pub struct Llama {
+    spec: ModelSpec,
+    token_embd: crate::tensor::Tensor,
+    blocks: Vec<Block>,
+    output_norm: RmsNorm,
+    output: Linear,
+    rope: Rope,
+}
+
+impl Llama {
+    pub fn new(model: LoadedModel) -> Result<Llama> {
+        let LoadedModel {
+            spec, weights: ws, ..
+        } = model;
+        let v = Variant::of(spec.arch)?;
+        let hp = &spec.hparams;
+        let (d, hd, nh, nkv, eps) = (
+            hp.hidden,
+            hp.head_dim,
+            hp.n_heads,
+            hp.n_kv_heads,
+            hp.rms_eps,
+        );
+        if nkv == 0 || nh % nkv != 0 {
+            return Err(ModelError::Invalid(format!(
+                "{nh} query heads cannot share {nkv} kv heads"
+            )));
+        }
+        // Hyperparameters, then weights.
+        let token_embd = ws
+            .get_shaped(names::TOKEN_EMBD, &[hp.vocab_size, d])?
+            .clone();
+        let mut blocks = Vec::with_capacity(hp.n_layers);
+        for l in 0..hp.n_layers {
+            let ffn = match (&hp.moe, v.moe) {
+                (Some(p), true) => FeedForward::Moe(Box::new(Moe::load(&ws, l, d, p)?)),
+                (None, true) => {
+                    return Err(ModelError::Invalid(format!(
+                        "{} needs expert metadata",
+                        spec.arch.name()
+                    )))
+                }
+                (_, false) => FeedForward::Dense(Ffn::load(&ws, l, "", d, hp.ffn_hidden)?),
+            };
+            let head_norm = |n: &str| -> Result<Option<RmsNorm>> {
+                if v.qk_norm {
+                    Ok(Some(RmsNorm::load(&ws, &names::blk(l, n), hd, eps)?))
+                } else {
+                    Ok(None)
+                }
+            };
+            blocks.push(Block {
+                attn_norm: RmsNorm::load(&ws, &names::blk(l, "attn_norm"), d, eps)?,
+                wq: Linear::load(&ws, &names::blk(l, "attn_q"), nh * hd, d, v.qkv_bias)?,
+                wk: Linear::load(&ws, &names::blk(l, "attn_k"), nkv * hd, d, v.qkv_bias)?,
+                wv: Linear::load(&ws, &names::blk(l, "attn_v"), nkv * hd, d, v.qkv_bias)?,
+                q_norm: head_norm("attn_q_norm")?,
+                k_norm: head_norm("attn_k_norm")?,
+                wo: Linear::load(&ws, &names::blk(l, "attn_output"), d, nh * hd, false)?,
+                ffn_norm: RmsNorm::load(&ws, &names::blk(l, "ffn_norm"), d, eps)?,
+                ffn,
+            });
+        }
+        let output_norm = RmsNorm::load(&ws, names::OUTPUT_NORM, d, eps)?;
+        // Tied embeddings: no output matrix, the embedding table is reused.
+        let out_w = ws.get_opt(names::OUTPUT).unwrap_or(&token_embd).clone();
+        let output = Linear::from_tensor(names::OUTPUT, out_w, hp.vocab_size, d)?;
+        let freq_factors = match ws.get_opt("rope_freqs.weight") {
+            Some(t) => Some(t.to_f32()?),
+            None => None,
+        };
+        let rope = Rope::new(&hp.rope, freq_factors.as_deref());
+        Ok(Llama {
+            spec,
+            token_embd,
+            blocks,
+            output_norm,
+            output,
+            rope,
+        })
+    }
+}
+
+impl Architecture for Llama {
+    fn spec(&self) -> &ModelSpec {
+        &self.spec
+    }
+
+    fn kv_widths(&self) -> Vec<(usize, usize)> {
+        let hp = &self.spec.hparams;
+        vec![(hp.n_kv_heads * hp.head_dim, hp.n_kv_heads * hp.head_dim); hp.n_layers]
+    }
+
+    fn forward(&self, tokens: &[u32], cache: &mut KvCache) -> Result<Vec<f32>> {
+        let hp = &self.spec.hparams;
+        let (d, hd, nh, nkv) = (hp.hidden, hp.head_dim, hp.n_heads, hp.n_kv_heads);
+        let t = tokens.len();
+        let pos0 = cache.len;
+        super::check_context(pos0 + t, hp.context_length)?;
+        let mut x = embed(&self.token_embd, tokens, d)?; // [t, d]
+        for (block, kv) in self.blocks.iter().zip(cache.layers.iter_mut()) {
+            let h = block.attn_norm.forward(&x); // [t, d]
+            let mut q = block.wq.forward(&h, t)?; // [t, nh * hd]
+            let mut k = block.wk.forward(&h, t)?; // [t, nkv * hd]
+            let v = block.wv.forward(&h, t)?; // [t, nkv * hd]
+            if let (Some(qn), Some(kn)) = (&block.q_norm, &block.k_norm) {
+                qn.apply(&mut q); // per head: rows of hd
+                kn.apply(&mut k);
+            }
+            for ti in 0..t {
+                self.rope.apply(
+                    &mut q[ti * nh * hd..(ti + 1) * nh * hd],
+                    nh,
+                    hd,
+                    0,
+                    pos0 + ti,
+                );
+                self.rope.apply(
+                    &mut k[ti * nkv * hd..(ti + 1) * nkv * hd],
+                    nkv,
+                    hd,
+                    0,
+                    pos0 + ti,
+                );
+            }
+            kv.k.extend_from_slice(&k);
+            kv.v.extend_from_slice(&v);
+            let scale = 1.0 / (hd as f32).sqrt();
+            let a = attention(&q, t, &kv.k, &kv.v, nh, nkv, hd, hd, scale); // [t, nh * hd]
+            add_in_place(&mut x, &block.wo.forward(&a, t)?);
+            let h = block.ffn_norm.forward(&x);
+            add_in_place(&mut x, &block.ffn.forward(&h, t, d)?);
+        }
+        cache.len += t;
+        self.output_norm.apply(&mut x);
+        self.output.forward(&x, t) // [t, vocab]
+    }
+}
