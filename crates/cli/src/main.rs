@@ -1,1 +1,178 @@
-fn main() {}
+//! `mixture`: run DeepSeek-class MoE models and their dense relatives on ordinary hardware.
+
+mod inspect;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use mixture_engine::{Sampler, SamplingParams, Session};
+use mixture_model::arch::{self, Architecture};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+#[derive(Parser)]
+#[command(
+    name = "mixture",
+    version,
+    about = "Run DeepSeek-class Mixture-of-Experts models (and dense Llama/Qwen relatives) from GGUF files or Hugging Face checkpoints",
+    long_about = "Run DeepSeek-class Mixture-of-Experts models (DeepSeek-V2/V3/R1, Qwen3-MoE, Mixtral) and dense \
+Llama/Qwen models from a GGUF file (the first part of a split set) or a Hugging Face checkpoint directory.\n\n\
+Token ids in and out for now: pass --ids as a comma-separated list."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate tokens after a prompt of token ids.
+    Run(RunArgs),
+    /// Per-token log-probabilities and perplexity of a token sequence.
+    Score(ScoreArgs),
+    /// Show a model's architecture, hyperparameters, parameter counts and tensor types.
+    Inspect(InspectArgs),
+}
+
+#[derive(Args)]
+struct ModelArg {
+    /// A .gguf file (first part of a split set) or a Hugging Face model directory.
+    #[arg(long, short = 'm')]
+    model: PathBuf,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    #[command(flatten)]
+    model: ModelArg,
+    /// Prompt token ids, comma-separated (e.g. 1,2,3).
+    #[arg(long, value_delimiter = ',', required = true)]
+    ids: Vec<u32>,
+    /// Maximum number of tokens to generate.
+    #[arg(long, default_value_t = 32)]
+    max_tokens: usize,
+    /// Sampling temperature; 0 is greedy.
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f32,
+    /// Sample only among the K most likely tokens (0 = no limit).
+    #[arg(long, default_value_t = 0)]
+    top_k: usize,
+    /// Sample only among the most likely tokens whose probabilities add up to P.
+    #[arg(long, default_value_t = 1.0)]
+    top_p: f32,
+    /// Random seed for sampling.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Print one JSON object {"ids": [...], ...} instead of plain text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct ScoreArgs {
+    #[command(flatten)]
+    model: ModelArg,
+    /// Token ids to score, comma-separated (at least two).
+    #[arg(long, value_delimiter = ',', required = true)]
+    ids: Vec<u32>,
+    /// Print {"token_logprobs": [...], "perplexity": x}.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct InspectArgs {
+    /// A .gguf file or a Hugging Face model directory.
+    path: PathBuf,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn load_model(path: &Path) -> Result<Box<dyn Architecture>> {
+    let loaded = mixture_model::load(path)?;
+    Ok(arch::build(loaded)?)
+}
+
+fn run(a: RunArgs) -> Result<()> {
+    if !(a.temperature >= 0.0 && a.temperature.is_finite()) {
+        bail!("--temperature must be a finite number >= 0");
+    }
+    if !(a.top_p > 0.0 && a.top_p <= 1.0) {
+        bail!("--top-p must be in (0, 1]");
+    }
+    let model = load_model(&a.model.model)?;
+    let spec = model.spec().clone();
+    let mut session = Session::new(model.as_ref());
+    let mut sampler = Sampler::new(SamplingParams {
+        temperature: a.temperature,
+        top_k: a.top_k,
+        top_p: a.top_p,
+        seed: a.seed,
+    });
+    let start = std::time::Instant::now();
+    let mut stdout = std::io::stdout();
+    let mut first = true;
+    let (ids, reason) = session.generate(
+        &a.ids,
+        a.max_tokens,
+        &mut sampler,
+        &spec.eos_token_ids,
+        |tok| {
+            if !a.json {
+                let _ = write!(stdout, "{}{tok}", if first { "" } else { "," });
+                let _ = stdout.flush();
+                first = false;
+            }
+            true
+        },
+    )?;
+    let secs = start.elapsed().as_secs_f64();
+    if a.json {
+        let v = serde_json::json!({
+            "ids": ids,
+            "finish_reason": format!("{reason:?}").to_lowercase(),
+            "prompt_tokens": a.ids.len(),
+            "seconds": secs,
+        });
+        println!("{v}");
+    } else {
+        println!();
+        eprintln!("{} tokens in {secs:.2}s ({:?})", ids.len(), reason);
+    }
+    Ok(())
+}
+
+fn score(a: ScoreArgs) -> Result<()> {
+    let model = load_model(&a.model.model)?;
+    let mut session = Session::new(model.as_ref());
+    let lp = session.score(&a.ids)?;
+    let mean = lp.iter().map(|&v| v as f64).sum::<f64>() / lp.len() as f64;
+    let ppl = (-mean).exp();
+    if a.json {
+        println!(
+            "{}",
+            serde_json::json!({ "token_logprobs": lp, "perplexity": ppl })
+        );
+    } else {
+        for (i, v) in lp.iter().enumerate() {
+            println!("{}\t{}\t{v:.6}", i + 1, a.ids[i + 1]);
+        }
+        println!("perplexity\t{ppl:.4}");
+    }
+    Ok(())
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(a) => run(a),
+        Command::Score(a) => score(a),
+        Command::Inspect(a) => inspect::inspect(&a.path, a.json).context("inspect"),
+    };
+    if let Err(e) = result {
+        // One line: the chain of causes joined.
+        let msg: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+        eprintln!("error: {}", msg.join(": "));
+        std::process::exit(1);
+    }
+}

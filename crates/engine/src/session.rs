@@ -1,0 +1,129 @@
+//! One sequence over a model: prefill, decode, generate, score.
+
+use crate::sampler::Sampler;
+use crate::{EngineError, Result};
+use mixture_kernels::ops::log_softmax_at;
+use mixture_model::arch::Architecture;
+use mixture_model::{KvCache, ModelError};
+
+/// Why generation stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    /// A stop token (end of sequence / end of turn) was produced.
+    Stop,
+    /// `max_tokens` reached.
+    Length,
+    /// The model's context is full.
+    Context,
+}
+
+pub struct Session<'m> {
+    model: &'m dyn Architecture,
+    cache: KvCache,
+    vocab: usize,
+}
+
+impl<'m> Session<'m> {
+    pub fn new(model: &'m dyn Architecture) -> Session<'m> {
+        Session {
+            cache: model.new_cache(),
+            vocab: model.spec().hparams.vocab_size,
+            model,
+        }
+    }
+
+    /// Positions held in the cache.
+    pub fn len(&self) -> usize {
+        self.cache.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.cache.len == 0
+    }
+
+    /// Forget everything.
+    pub fn reset(&mut self) {
+        self.cache.truncate(0);
+    }
+
+    fn check_ids(&self, ids: &[u32]) -> Result<()> {
+        if let Some(&id) = ids.iter().find(|&&id| id as usize >= self.vocab) {
+            return Err(ModelError::TokenOutOfRange {
+                id,
+                vocab: self.vocab,
+            }
+            .into());
+        }
+        Ok(())
+    }
+
+    /// Run `ids` through the model; returns logits `[ids.len(), vocab]`. The cache is left
+    /// unchanged on error.
+    pub fn feed(&mut self, ids: &[u32]) -> Result<Vec<f32>> {
+        self.check_ids(ids)?;
+        let before = self.cache.len;
+        match self.model.forward(ids, &mut self.cache) {
+            Ok(l) => Ok(l),
+            Err(e) => {
+                self.cache.truncate(before);
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Feed a prompt and generate up to `max_tokens` tokens, calling `on_token` for each
+    /// (return `false` from it to stop early). Stops after emitting any of `stop_ids`.
+    pub fn generate(
+        &mut self,
+        prompt: &[u32],
+        max_tokens: usize,
+        sampler: &mut Sampler,
+        stop_ids: &[u32],
+        mut on_token: impl FnMut(u32) -> bool,
+    ) -> Result<(Vec<u32>, StopReason)> {
+        if prompt.is_empty() {
+            return Err(EngineError::Request("the prompt is empty".into()));
+        }
+        let ctx = self.model.spec().hparams.context_length;
+        let logits = self.feed(prompt)?;
+        let mut last = logits[logits.len() - self.vocab..].to_vec();
+        let mut out = Vec::new();
+        loop {
+            if out.len() >= max_tokens {
+                return Ok((out, StopReason::Length));
+            }
+            let tok = sampler.sample(&last);
+            out.push(tok);
+            if !on_token(tok) || stop_ids.contains(&tok) {
+                return Ok((out, StopReason::Stop));
+            }
+            if out.len() >= max_tokens {
+                return Ok((out, StopReason::Length));
+            }
+            if ctx > 0 && self.cache.len >= ctx {
+                return Ok((out, StopReason::Context));
+            }
+            last = self.feed(&[tok])?;
+        }
+    }
+
+    /// Per-token log-probabilities of `ids` under the model: entry `i-1` is
+    /// `log p(ids[i] | ids[..i])` for `i = 1..n`. Starts from an empty cache.
+    pub fn score(&mut self, ids: &[u32]) -> Result<Vec<f32>> {
+        if ids.len() < 2 {
+            return Err(EngineError::Request(
+                "scoring needs at least two token ids".into(),
+            ));
+        }
+        self.reset();
+        let logits = self.feed(ids)?;
+        Ok((1..ids.len())
+            .map(|i| {
+                log_softmax_at(
+                    &logits[(i - 1) * self.vocab..i * self.vocab],
+                    ids[i] as usize,
+                )
+            })
+            .collect())
+    }
+}
