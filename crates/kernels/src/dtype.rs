@@ -193,7 +193,7 @@ impl DType {
     /// Bytes taken by `n` elements, or an error when `n` is not a whole number of blocks.
     pub fn row_bytes(self, n: usize) -> Result<usize, KernelError> {
         let block = self.block_size();
-        if n % block != 0 {
+        if !n.is_multiple_of(block) {
             return Err(KernelError::RaggedRow {
                 dtype: self,
                 n,
@@ -207,7 +207,7 @@ impl DType {
     /// overflow or a ragged count.
     pub fn checked_bytes(self, n: u64) -> Option<u64> {
         let block = self.block_size() as u64;
-        if n % block != 0 {
+        if !n.is_multiple_of(block) {
             return None;
         }
         (n / block).checked_mul(self.block_bytes() as u64)
