@@ -19,7 +19,12 @@ pub struct WeightRef<'a> {
 
 impl<'a> WeightRef<'a> {
     /// Check that `data` holds exactly `rows` rows of `cols` elements.
-    pub fn new(dtype: DType, rows: usize, cols: usize, data: &'a [u8]) -> Result<Self, KernelError> {
+    pub fn new(
+        dtype: DType,
+        rows: usize,
+        cols: usize,
+        data: &'a [u8],
+    ) -> Result<Self, KernelError> {
         let row = dtype.row_bytes(cols)?;
         let expected = row * rows;
         if data.len() != expected {
@@ -206,8 +211,12 @@ mod tests {
     #[test]
     fn matmul_matches_naive() {
         let (t, n, k) = (3, 5, 40);
-        let x: Vec<f32> = (0..t * k).map(|i| ((i * 7 % 13) as f32 - 6.0) / 5.0).collect();
-        let wf: Vec<f32> = (0..n * k).map(|i| ((i * 5 % 11) as f32 - 5.0) / 3.0).collect();
+        let x: Vec<f32> = (0..t * k)
+            .map(|i| ((i * 7 % 13) as f32 - 6.0) / 5.0)
+            .collect();
+        let wf: Vec<f32> = (0..n * k)
+            .map(|i| ((i * 5 % 11) as f32 - 5.0) / 3.0)
+            .collect();
         let bytes: Vec<u8> = wf.iter().flat_map(|v| v.to_le_bytes()).collect();
         let w = WeightRef::new(DType::F32, n, k, &bytes).unwrap();
         let mut out = vec![0f32; t * n];

@@ -20,7 +20,9 @@ pub enum ModelError {
     Gguf { path: PathBuf, msg: String },
     #[error("{path}: invalid Hugging Face checkpoint: {msg}")]
     Hf { path: PathBuf, msg: String },
-    #[error("unsupported architecture `{0}` (supported: llama, qwen2, qwen3moe, mixtral, deepseek2)")]
+    #[error(
+        "unsupported architecture `{0}` (supported: llama, qwen2, qwen3moe, mixtral, deepseek2)"
+    )]
     UnknownArch(String),
     #[error("tensor `{name}` has unsupported type {dtype}")]
     UnsupportedType { name: String, dtype: String },

@@ -35,7 +35,9 @@ impl Arch {
 pub enum RopeScaling {
     None,
     /// Position interpolation: positions divided by `factor`.
-    Linear { factor: f32 },
+    Linear {
+        factor: f32,
+    },
     /// YaRN (DeepSeek-V2/V3 use it with `mscale`/`mscale_all_dim`).
     Yarn {
         factor: f32,
