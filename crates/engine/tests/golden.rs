@@ -41,19 +41,25 @@ fn floats(v: &Value, key: &str) -> Vec<f32> {
 
 /// Largest per-token |Δ log-prob| allowed for a weight format, against the f32 reference.
 ///
+/// The dequantizers are checked bit-exactly against gguf-py elsewhere
+/// (crates/kernels/tests/dequant_reference.rs) and the forward pass to 1e-3 on f32 weights, so
+/// these bounds only have to catch a quantized tensor wired up wrongly (which moves log-probs
+/// by whole units). They are derived from the weights' rounding error on these fixtures, whose
+/// random weights make logits large (|log p| ~ 3..12), and so deviations larger than on
+/// trained models:
 /// - f32: 1e-3 (only summation order differs).
-/// - bf16 (8-bit mantissa, relative rounding error ≤ 2^-9 ≈ 0.2% per weight) and f16
-///   (2^-11): for these tiny random models, logits move by a few hundredths at bf16; we allow
-///   0.05 for bf16 and 0.01 for f16, roughly 3x the largest deviation observed on the fixtures.
-/// - q8_0 (per-32 block absmax/127 scale, relative error up to ~0.4% of the block max):
-///   0.08, also ~3x the observed maximum.
+/// - bf16: relative rounding error ≤ 2^-9 per weight (RMS ~0.11%); observed up to 2.3e-2 on
+///   these fixtures; bound 0.05.
+/// - f16: 2^-11, a quarter of bf16's error; bound 0.02.
+/// - q8_0: per-32-element scale absmax/127, RMS error ~0.45% of a Gaussian weight's σ, about
+///   4x bf16's; observed up to 0.16; bound 0.3.
 fn tolerance(file: &str) -> f32 {
     if file.contains("bf16") {
         0.05
     } else if file.contains("f16") {
-        0.01
+        0.02
     } else if file.contains("q8_0") {
-        0.08
+        0.3
     } else {
         1e-3
     }
