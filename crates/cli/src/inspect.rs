@@ -4,9 +4,16 @@ use anyhow::Result;
 use mixture_model::spec::{Gating, RopeScaling};
 use mixture_model::{load, HParams};
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::path::Path;
 
 pub fn inspect(path: &Path, json: bool) -> Result<()> {
+    crate::emit(&report(path, json)?);
+    Ok(())
+}
+
+fn report(path: &Path, json: bool) -> Result<String> {
+    let mut o = String::new();
     let m = load(path)?;
     let hp = &m.spec.hparams;
     // Tensor types: count and bytes.
@@ -38,43 +45,45 @@ pub fn inspect(path: &Path, json: bool) -> Result<()> {
             "kv_cache_bytes_per_token_f32": kv_per_token * 4,
             "tensor_types": types.iter().map(|(k, (n, b))| (k.clone(), serde_json::json!({"count": n, "bytes": b}))).collect::<serde_json::Map<_, _>>(),
         });
-        println!("{v}");
-        return Ok(());
+        return Ok(format!("{v}\n"));
     }
-    println!("name           {}", m.spec.name);
-    println!("format         {}", m.spec.format);
-    println!("architecture   {}", m.spec.arch.name());
-    println!("tokenizer      {}", m.spec.tokenizer);
-    println!("vocab          {}", hp.vocab_size);
-    println!("hidden         {}", hp.hidden);
-    println!("layers         {}", hp.n_layers);
-    println!(
+    writeln!(o, "name           {}", m.spec.name)?;
+    writeln!(o, "format         {}", m.spec.format)?;
+    writeln!(o, "architecture   {}", m.spec.arch.name())?;
+    writeln!(o, "tokenizer      {}", m.spec.tokenizer)?;
+    writeln!(o, "vocab          {}", hp.vocab_size)?;
+    writeln!(o, "hidden         {}", hp.hidden)?;
+    writeln!(o, "layers         {}", hp.n_layers)?;
+    writeln!(
+        o,
         "heads          {} (kv {}, head dim {})",
         hp.n_heads, hp.n_kv_heads, hp.head_dim
-    );
-    println!("ffn            {}", hp.ffn_hidden);
-    println!("context        {}", hp.context_length);
-    println!("rms eps        {}", hp.rms_eps);
+    )?;
+    writeln!(o, "ffn            {}", hp.ffn_hidden)?;
+    writeln!(o, "context        {}", hp.context_length)?;
+    writeln!(o, "rms eps        {}", hp.rms_eps)?;
     let scaling = match &hp.rope.scaling {
         RopeScaling::None => "none".to_string(),
         s => format!("{s:?}"),
     };
-    println!(
+    writeln!(
+        o,
         "rope           theta {} dims {} {:?}, scaling {scaling}",
         hp.rope.theta, hp.rope.dims, hp.rope.style
-    );
+    )?;
     if let Some(p) = &hp.mla {
-        println!(
+        writeln!(
+            o,
             "MLA            q_lora {} kv_lora {} nope {} rope {} v {}",
             p.q_lora_rank.map_or("none".into(), |r| r.to_string()),
             p.kv_lora_rank,
             p.qk_nope_dim,
             p.qk_rope_dim,
             p.v_head_dim
-        );
+        )?;
     }
     if let Some(p) = &hp.moe {
-        println!(
+        writeln!(o, 
             "experts        {} routed (top {}), {} shared, width {}, {} gating{}, groups {}/{}, scale {}, first {} dense",
             p.n_experts,
             p.n_experts_used,
@@ -86,23 +95,25 @@ pub fn inspect(path: &Path, json: bool) -> Result<()> {
             p.n_group,
             p.routed_scale,
             p.first_dense
-        );
+        )?;
     }
-    println!(
+    writeln!(
+        o,
         "parameters     {} total, {} active per token",
         human(total),
         human(active)
-    );
-    println!(
+    )?;
+    writeln!(
+        o,
         "KV cache       {} values ({} bytes at f32) per token",
         kv_per_token,
         kv_per_token * 4
-    );
-    println!("tensor types");
+    )?;
+    writeln!(o, "tensor types")?;
     for (k, (n, b)) in &types {
-        println!("  {k:<8} {n:>6} tensors {:>12} bytes", b);
+        writeln!(o, "  {k:<8} {n:>6} tensors {:>12} bytes", b)?;
     }
-    Ok(())
+    Ok(o)
 }
 
 fn kv_values_per_token(hp: &HParams) -> usize {

@@ -162,6 +162,18 @@ fn score(a: ScoreArgs) -> Result<()> {
     Ok(())
 }
 
+/// Write to stdout; a closed pipe (`mixture inspect x | head`) ends the program quietly.
+pub(crate) fn emit(text: &str) {
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: writing output: {e}");
+        std::process::exit(1);
+    }
+}
+
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
