@@ -83,7 +83,8 @@ fn report(path: &Path, json: bool) -> Result<String> {
         )?;
     }
     if let Some(p) = &hp.moe {
-        writeln!(o, 
+        writeln!(
+            o,
             "experts        {} routed (top {}), {} shared, width {}, {} gating{}, groups {}/{}, scale {}, first {} dense",
             p.n_experts,
             p.n_experts_used,
