@@ -143,6 +143,9 @@ impl Gguf {
         }
         let data_start = b.len();
         for (t, off) in self.tensors.iter().zip(&offsets) {
+            if t.data.is_empty() {
+                continue; // lets tests claim offsets far past the end
+            }
             let at = data_start + *off as usize;
             if b.len() < at {
                 b.resize(at, 0);
