@@ -446,9 +446,12 @@ fn architectures_and_model_type() {
     assert!(e.contains("GPT2LMHeadModel"), "{e}");
 }
 
+/// (what, edit of a valid config, text the error must contain)
+type Case = (&'static str, Box<dyn Fn(&mut Value)>, &'static str);
+
 #[test]
 fn bad_configs_are_errors_naming_the_problem() {
-    let cases: Vec<(&str, Box<dyn Fn(&mut Value)>, &str)> = vec![
+    let cases: Vec<Case> = vec![
         (
             "missing key",
             Box::new(|c| {
@@ -538,7 +541,7 @@ fn bad_configs_are_errors_naming_the_problem() {
         );
     }
 
-    let cases: Vec<(&str, Box<dyn Fn(&mut Value)>, &str)> = vec![
+    let cases: Vec<Case> = vec![
         (
             "kv_lora",
             Box::new(|c| c["kv_lora_rank"] = json!(0)),

@@ -80,9 +80,10 @@ fn dequantize_fp8(
         let t = fp8::dequantize_fp8(&name, &w.tensor, &scale.tensor, cfg.fp8_block)?;
         out.insert(name, t);
     }
+    let dequantized: Vec<String> = out.keys().cloned().collect();
     for (name, r) in raw {
         if let Some(weight) = name.strip_suffix("_scale_inv") {
-            if !out.contains_key(weight) {
+            if !dequantized.iter().any(|w| w == weight) {
                 return Err(hf_err(
                     dir,
                     format!("`{name}` is a block scale but `{weight}` is not an FP8 tensor"),
