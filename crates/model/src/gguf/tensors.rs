@@ -137,6 +137,21 @@ pub fn canonical_weights(files: &[GgufFile], spec: &ModelSpec) -> Result<WeightS
                 continue;
             }
         };
+        // Check the shape here with checked arithmetic: the dims come from the file.
+        let rows = mla
+            .qk_nope_dim
+            .checked_add(mla.v_head_dim)
+            .and_then(|r| r.checked_mul(spec.hparams.n_heads));
+        match rows {
+            Some(r) if t.shape == [r, mla.kv_lora_rank] => {}
+            _ => {
+                return Err(ModelError::Shape {
+                    name,
+                    expected: vec![rows.unwrap_or(usize::MAX), mla.kv_lora_rank],
+                    found: t.shape.clone(),
+                })
+            }
+        }
         let (k_b, v_b) = split_kv_b(
             &name,
             &t,
