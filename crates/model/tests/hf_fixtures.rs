@@ -234,4 +234,30 @@ fn fixture_deepseek3_fp8() {
     for (k, t) in &m.weights.tensors {
         assert_ne!(t.dtype, mixture_kernels::DType::F8E4M3, "{k} left as FP8");
     }
+    // Against the f32 checkpoint it was quantized from: same tensors; each value within the
+    // E4M3 rounding bound. With scale = amax / 448 per block, the largest half-step of E4M3
+    // (16, between 256 and 448) times the scale is amax / 28.
+    let Some(orig_dir) = fixture("deepseek3/hf") else {
+        return;
+    };
+    let orig = hf::load(&orig_dir).unwrap();
+    assert_eq!(
+        m.weights.tensors.keys().collect::<Vec<_>>(),
+        orig.weights.tensors.keys().collect::<Vec<_>>()
+    );
+    for (k, t) in &orig.weights.tensors {
+        let q = m.weights.get(k).unwrap();
+        assert_eq!(q.shape, t.shape, "{k}");
+        let (a, b) = (t.to_f32().unwrap(), q.to_f32().unwrap());
+        let amax = a.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let worst = a
+            .iter()
+            .zip(&b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max);
+        assert!(
+            worst <= amax / 28.0 + 1e-7,
+            "{k}: max error {worst}, amax {amax}"
+        );
+    }
 }

@@ -150,8 +150,14 @@ pub fn read_safetensors(path: &Path, skip: &dyn Fn(&str) -> bool) -> Result<Vec<
     let map = Arc::new(map);
     let len = map.len() as u64;
     let mut n8 = [0u8; 8];
-    n8.copy_from_slice(map.get(..8).ok_or_else(|| hf_err(path, "file too short"))?);
+    n8.copy_from_slice(map.get(..8).ok_or_else(|| {
+        hf_err(
+            path,
+            format!("safetensors file of {len} bytes is too short for a header"),
+        )
+    })?);
     let header_len = u64::from_le_bytes(n8);
+    // `len >= 8` here: the first 8 bytes were read.
     if header_len > len - 8 {
         return Err(hf_err(
             path,
@@ -202,9 +208,12 @@ pub fn read_safetensors(path: &Path, skip: &dyn Fn(&str) -> bool) -> Result<Vec<
             .and_then(Value::as_array)
             .filter(|a| a.len() == 2)
             .ok_or_else(|| bad("`data_offsets` must be [begin, end]".into()))?;
-        let (begin, end) = match (offsets[0].as_u64(), offsets[1].as_u64()) {
-            (Some(b), Some(e)) => (b, e),
-            _ => return Err(bad("`data_offsets` must be non-negative integers".into())),
+        let (begin, end) = match offsets.as_slice() {
+            [b, e] => match (b.as_u64(), e.as_u64()) {
+                (Some(b), Some(e)) => (b, e),
+                _ => return Err(bad("`data_offsets` must be non-negative integers".into())),
+            },
+            _ => return Err(bad("`data_offsets` must be [begin, end]".into())),
         };
         if begin > end || end > data_len as u64 {
             return Err(bad(format!(
