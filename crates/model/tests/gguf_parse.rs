@@ -190,3 +190,33 @@ fn real_converter_output_parses() {
     }
     eprintln!("parsed {seen} converter fixtures");
 }
+
+#[test]
+fn llama_cpp_vocab_files_parse() {
+    // Real files of many vintages (vocab-only GGUFs shipped with llama.cpp), when the sdist is
+    // unpacked in the cache (tools/fetch_llama_cpp_sdist.sh).
+    let cache = std::env::var_os("MIXTURE_CACHE")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache/mixture")));
+    let Some(dir) = cache.map(|c| c.join("llama_cpp_python-0.3.36/vendor/llama.cpp/models")) else {
+        return;
+    };
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        eprintln!("{} absent; skipped", dir.display());
+        return;
+    };
+    let mut n = 0;
+    for e in entries.flatten() {
+        let p = e.path();
+        let name = p.file_name().unwrap().to_string_lossy().into_owned();
+        if !(name.starts_with("ggml-vocab-") && name.ends_with(".gguf")) {
+            continue;
+        }
+        let f = gguf::open(&p).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(f.get("general.architecture").is_some(), "{name}");
+        let tokens = f.get("tokenizer.ggml.tokens").and_then(Value::as_array);
+        assert!(tokens.is_some_and(|t| !t.is_empty()), "{name}");
+        n += 1;
+    }
+    eprintln!("parsed {n} llama.cpp vocab files");
+}
