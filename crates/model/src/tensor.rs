@@ -76,7 +76,7 @@ impl Tensor {
     /// View as a 2-D weight `[rows, cols]` where cols is the innermost dimension.
     pub fn as_weight(&self) -> Result<WeightRef<'_>> {
         let cols = *self.shape.last().unwrap_or(&1);
-        let rows = if cols == 0 { 0 } else { self.numel() / cols };
+        let rows = self.numel().checked_div(cols).unwrap_or(0);
         Ok(WeightRef::new(self.dtype, rows, cols, self.bytes())?)
     }
 

@@ -108,7 +108,7 @@ impl Deepseek2 {
                 Some(p) if l >= p.first_dense => {
                     FeedForward::Moe(Box::new(Moe::load(&ws, l, d, p)?))
                 }
-                _ => FeedForward::Dense(Ffn::load(&ws, l, "", d, hp.ffn_hidden)?),
+                _ => FeedForward::Dense(Box::new(Ffn::load(&ws, l, "", d, hp.ffn_hidden)?)),
             };
             blocks.push(Block {
                 attn_norm: RmsNorm::load(&ws, &names::blk(l, "attn_norm"), d, eps)?,

@@ -223,7 +223,7 @@ impl Moe {
             )));
         }
         if p.n_group == 0
-            || p.n_experts % p.n_group != 0
+            || !p.n_experts.is_multiple_of(p.n_group)
             || p.topk_group == 0
             || p.topk_group > p.n_group
         {
@@ -358,7 +358,7 @@ impl Moe {
 /// Either a dense FFN or a mixture of experts.
 #[derive(Debug, Clone)]
 pub enum FeedForward {
-    Dense(Ffn),
+    Dense(Box<Ffn>),
     Moe(Box<Moe>),
 }
 

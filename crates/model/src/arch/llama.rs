@@ -110,7 +110,9 @@ impl Llama {
                         spec.arch.name()
                     )))
                 }
-                (_, false) => FeedForward::Dense(Ffn::load(&ws, l, "", d, hp.ffn_hidden)?),
+                (_, false) => {
+                    FeedForward::Dense(Box::new(Ffn::load(&ws, l, "", d, hp.ffn_hidden)?))
+                }
             };
             let head_norm = |n: &str| -> Result<Option<RmsNorm>> {
                 if v.qk_norm {
