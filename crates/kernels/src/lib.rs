@@ -4,6 +4,7 @@
 //! files or tokens. Models call a handful of ops (`matmul`, `rms_norm`, `rope`, `softmax`, ...)
 //! on plain slices and dimensions.
 
+pub mod actquant;
 pub mod dtype;
 pub mod ops;
 pub mod quants;

@@ -1,10 +1,13 @@
 //! The ops models call: matmul against a stored weight of any [`DType`], normalisation,
 //! softmax, activation and rotary embedding. Plain slices and dimensions in, slices out.
 //!
-//! This is the reference (f32) path: weights are dequantized row by row and multiplied in f32.
-//! Fast int8-activation kernels slot in behind [`matmul`] without changing callers.
+//! This is the reference path: weights are dequantized row by row and multiplied in f32, with
+//! activations rounded as the int8 kernels will see them ([`crate::actquant`]). Fast
+//! int8-activation kernels slot in behind [`matmul`] without changing callers.
 
+use crate::actquant::{q8_1_offset_corrections, round_trip, ActFormat};
 use crate::dtype::{DType, KernelError};
+use crate::quants::read_f16;
 use rayon::prelude::*;
 
 /// A borrowed 2-D weight `[rows, cols]` in its stored format; each row holds `cols` elements
@@ -90,11 +93,28 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
 /// `x.len() == t * w.cols`, `out.len() == t * w.rows`.
 pub fn matmul(x: &[f32], t: usize, w: &WeightRef<'_>, out: &mut [f32]) -> Result<(), KernelError> {
     let (n, k) = (w.rows, w.cols);
+    let x_orig = x;
     assert_eq!(x.len(), t * k, "matmul: activation shape");
     assert_eq!(out.len(), t * n, "matmul: output shape");
     if t == 0 || n == 0 {
         return Ok(());
     }
+    // Quantize the activations once, as the integer kernels (and llama.cpp) do.
+    let fmt = ActFormat::for_weight(w.dtype);
+    let quantized;
+    let x = if fmt == ActFormat::F32 {
+        x
+    } else {
+        let mut q = x.to_vec();
+        round_trip(fmt, &mut q);
+        quantized = q;
+        &quantized[..]
+    };
+    // Q4_1 / Q5_1 against Q8_1: the weights' per-block offset `m` (f16 at byte 2 of each
+    // block) multiplies the activation block sum as Q8_1 stores it.
+    let offsets = (fmt == ActFormat::Q8_1).then(|| q8_1_offset_corrections(x_orig));
+    let block_bytes = w.dtype.block_bytes();
+    let n_blocks = k / w.dtype.block_size();
     // Rows of w in parallel; each task dequantizes its rows once and dots them with every token.
     const ROWS_PER_TASK: usize = 16;
     let mut transposed = vec![0f32; n * t]; // [n, t]
@@ -105,9 +125,21 @@ pub fn matmul(x: &[f32], t: usize, w: &WeightRef<'_>, out: &mut [f32]) -> Result
             || vec![0f32; k],
             |row, (chunk, dst)| -> Result<(), KernelError> {
                 for (i, d) in dst.chunks_exact_mut(t).enumerate() {
-                    w.dequantize_row(chunk * ROWS_PER_TASK + i, row)?;
+                    let r = chunk * ROWS_PER_TASK + i;
+                    w.dequantize_row(r, row)?;
                     for (ti, o) in d.iter_mut().enumerate() {
                         *o = dot(&x[ti * k..(ti + 1) * k], row);
+                    }
+                    if let Some(corr) = &offsets {
+                        let bytes = &w.data[r * w.row_bytes()..(r + 1) * w.row_bytes()];
+                        for (ti, o) in d.iter_mut().enumerate() {
+                            let c = &corr[ti * n_blocks..(ti + 1) * n_blocks];
+                            *o += bytes
+                                .chunks_exact(block_bytes)
+                                .zip(c)
+                                .map(|(b, c)| read_f16(&b[2..4]) * c)
+                                .sum::<f32>();
+                        }
                     }
                 }
                 Ok(())
