@@ -61,3 +61,45 @@ fn smollm2_q4_1_matches_llama_cpp() {
         "max |Δ| {worst} > 0.02\n got {got:?}\nwant {want:?}"
     );
 }
+
+/// Greedy continuations of both prompts in tests/fixtures/smollm2/greedy.json (plain text, and
+/// the chat prompt that answers "The capital of France is Paris.") equal llama.cpp's, up to and
+/// including the first end-of-sequence token.
+#[test]
+fn smollm2_q4_1_greedy_matches_llama_cpp() {
+    let path = model_path();
+    if !path.exists() {
+        eprintln!(
+            "SKIPPED: {} is absent; run tools/fetch_smollm2.sh to fetch it (CI does)",
+            path.display()
+        );
+        return;
+    }
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/smollm2/greedy.json");
+    let g: Value =
+        serde_json::from_str(&std::fs::read_to_string(&p).expect("greedy.json")).expect("json");
+    let eos = g["eos_id"].as_u64().expect("eos_id") as u32;
+    let model = arch::build(mixture_model::load(&path).expect("load")).expect("build");
+    let cases = g["cases"].as_array().expect("cases");
+    assert!(cases.len() >= 2);
+    for case in cases {
+        let to_ids = |k: &str| -> Vec<u32> {
+            case[k]
+                .as_array()
+                .expect(k)
+                .iter()
+                .map(|v| v.as_u64().expect("id") as u32)
+                .collect()
+        };
+        let (prompt, mut want) = (to_ids("ids"), to_ids("new_ids"));
+        if let Some(i) = want.iter().position(|&t| t == eos) {
+            want.truncate(i + 1);
+        }
+        let mut s = Session::new(model.as_ref());
+        let mut sampler = mixture_engine::Sampler::new(mixture_engine::SamplingParams::default());
+        let (got, _) = s
+            .generate(&prompt, want.len(), &mut sampler, &[eos], |_| true)
+            .expect("generate");
+        assert_eq!(got, want, "case {}", case["name"]);
+    }
+}
