@@ -50,11 +50,12 @@ fn floats(v: &Value, key: &str) -> Vec<f32> {
 
 /// For a q8_0 file llama.cpp cannot run (the deepseek2 fixture: llama.cpp requires
 /// q_lora_rank unless a model has exactly 27 layers), the only reference is transformers with
-/// f32 activations, while mixture (like llama.cpp) rounds activations to Q8_0 blocks: relative
-/// error up to 1/254 of each 32-block's largest value, the same order as the weights' own
-/// Q8_0 rounding. On the fixtures llama.cpp can run, that rounding moves log-probs by up to
-/// 0.12 against f32 activations; we allow 0.3.
-const Q8_ACTIVATION_TOLERANCE: f32 = 0.3;
+/// f32 activations, while mixture (like llama.cpp) rounds activations to Q8_0 blocks (error up
+/// to 1/254 of each 32-block's largest value). On the five fixtures llama.cpp can run, that
+/// rounding moves log-probs against f32 activations by 0.05 (qwen2) to 0.37 (deepseek3, where
+/// it flips router choices) while mixture matches llama.cpp to 1e-3 on all five. So this is a
+/// weak check (bound 0.5); the same MLA and MoE code is checked tightly on deepseek3.
+const Q8_ACTIVATION_TOLERANCE: f32 = 0.5;
 
 fn check_scores(model_path: &Path, want: &[f32], ids: &[u32], tol: f32) -> f32 {
     let loaded = mixture_model::load(model_path)
