@@ -1,10 +1,12 @@
 //! `mixture`: run DeepSeek-class MoE models and their dense relatives on ordinary hardware.
 
+mod defaults;
+mod fetch;
 mod inspect;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
-use mixture_engine::{Sampler, SamplingParams, Session};
+use mixture_engine::{Sampler, Session};
 use mixture_model::arch::{self, Architecture};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -35,9 +37,20 @@ enum Command {
 
 #[derive(Args)]
 struct ModelArg {
-    /// A .gguf file (first part of a split set) or a Hugging Face model directory.
+    /// A .gguf file (first part of a split set) or a Hugging Face model directory. Without it,
+    /// the default model (SmolLM2-135M-Instruct Q4_1) is used, fetched on first use.
     #[arg(long, short = 'm')]
-    model: PathBuf,
+    model: Option<PathBuf>,
+}
+
+impl ModelArg {
+    /// The given path, or the default model (fetched into the cache if needed).
+    fn path(&self) -> Result<PathBuf> {
+        match &self.model {
+            Some(p) => Ok(p.clone()),
+            None => fetch::default_model(),
+        }
+    }
 }
 
 #[derive(Args)]
@@ -50,15 +63,16 @@ struct RunArgs {
     /// Maximum number of tokens to generate.
     #[arg(long, default_value_t = 32)]
     max_tokens: usize,
-    /// Sampling temperature; 0 is greedy.
-    #[arg(long, default_value_t = 0.0)]
-    temperature: f32,
-    /// Sample only among the K most likely tokens (0 = no limit).
-    #[arg(long, default_value_t = 0)]
-    top_k: usize,
+    /// Sampling temperature; 0 is greedy. Default: the model's own generation config, else 0.
+    #[arg(long)]
+    temperature: Option<f32>,
+    /// Sample only among the K most likely tokens (0 = no limit). Default: the model's config.
+    #[arg(long)]
+    top_k: Option<usize>,
     /// Sample only among the most likely tokens whose probabilities add up to P.
-    #[arg(long, default_value_t = 1.0)]
-    top_p: f32,
+    /// Default: the model's config, else 1.
+    #[arg(long)]
+    top_p: Option<f32>,
     /// Random seed for sampling.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -94,21 +108,19 @@ fn load_model(path: &Path) -> Result<Box<dyn Architecture>> {
 }
 
 fn run(a: RunArgs) -> Result<()> {
-    if !(a.temperature >= 0.0 && a.temperature.is_finite()) {
+    let path = a.model.path()?;
+    let params =
+        defaults::ModelSampling::read(&path).resolve(a.temperature, a.top_k, a.top_p, a.seed);
+    if !(params.temperature >= 0.0 && params.temperature.is_finite()) {
         bail!("--temperature must be a finite number >= 0");
     }
-    if !(a.top_p > 0.0 && a.top_p <= 1.0) {
+    if !(params.top_p > 0.0 && params.top_p <= 1.0) {
         bail!("--top-p must be in (0, 1]");
     }
-    let model = load_model(&a.model.model)?;
+    let model = load_model(&path)?;
     let spec = model.spec().clone();
     let mut session = Session::new(model.as_ref());
-    let mut sampler = Sampler::new(SamplingParams {
-        temperature: a.temperature,
-        top_k: a.top_k,
-        top_p: a.top_p,
-        seed: a.seed,
-    });
+    let mut sampler = Sampler::new(params);
     let start = std::time::Instant::now();
     let mut stdout = std::io::stdout();
     let mut first = true;
@@ -143,7 +155,7 @@ fn run(a: RunArgs) -> Result<()> {
 }
 
 fn score(a: ScoreArgs) -> Result<()> {
-    let model = load_model(&a.model.model)?;
+    let model = load_model(&a.model.path()?)?;
     let mut session = Session::new(model.as_ref());
     let lp = session.score(&a.ids)?;
     let mean = lp.iter().map(|&v| v as f64).sum::<f64>() / lp.len() as f64;
