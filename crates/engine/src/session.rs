@@ -46,6 +46,11 @@ impl<'m> Session<'m> {
         self.cache.truncate(0);
     }
 
+    /// Keep only the first `len` positions (to reuse a shared prefix of a new prompt).
+    pub fn truncate(&mut self, len: usize) {
+        self.cache.truncate(len);
+    }
+
     fn check_ids(&self, ids: &[u32]) -> Result<()> {
         if let Some(&id) = ids.iter().find(|&&id| id as usize >= self.vocab) {
             return Err(ModelError::TokenOutOfRange {
