@@ -6,6 +6,7 @@
 //! [`KvCache`] owned by the caller.
 
 pub mod arch;
+pub mod chat_template;
 pub mod convert;
 pub mod error;
 pub mod gguf;
