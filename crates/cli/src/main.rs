@@ -1,5 +1,7 @@
 //! `mixture`: run DeepSeek-class MoE models and their dense relatives on ordinary hardware.
 
+mod chat;
+mod conversation;
 mod defaults;
 mod fetch;
 mod inspect;
@@ -8,6 +10,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use mixture_engine::{Sampler, Session};
 use mixture_model::arch::{self, Architecture};
+use mixture_model::tokenizer::Tokenizer;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -27,7 +30,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Generate tokens after a prompt of token ids.
+    /// Chat with a model in the terminal (one answer when stdin is not a terminal).
+    Chat(chat::ChatArgs),
+    /// Generate after a prompt of text (--prompt, no chat template) or token ids (--ids).
     Run(RunArgs),
     /// Per-token log-probabilities and perplexity of a token sequence.
     Score(ScoreArgs),
@@ -36,16 +41,16 @@ enum Command {
 }
 
 #[derive(Args)]
-struct ModelArg {
+pub struct ModelArg {
     /// A .gguf file (first part of a split set) or a Hugging Face model directory. Without it,
     /// the default model (SmolLM2-135M-Instruct Q4_1) is used, fetched on first use.
     #[arg(long, short = 'm')]
-    model: Option<PathBuf>,
+    pub model: Option<PathBuf>,
 }
 
 impl ModelArg {
     /// The given path, or the default model (fetched into the cache if needed).
-    fn path(&self) -> Result<PathBuf> {
+    pub fn path(&self) -> Result<PathBuf> {
         match &self.model {
             Some(p) => Ok(p.clone()),
             None => fetch::default_model(),
@@ -58,8 +63,17 @@ struct RunArgs {
     #[command(flatten)]
     model: ModelArg,
     /// Prompt token ids, comma-separated (e.g. 1,2,3).
-    #[arg(long, value_delimiter = ',', required = true)]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        required_unless_present = "prompt",
+        conflicts_with = "prompt"
+    )]
     ids: Vec<u32>,
+    /// Prompt text, tokenized with the model's tokenizer and continued as is (no chat
+    /// template; use `mixture chat` for conversations). Prints the generated text.
+    #[arg(long)]
+    prompt: Option<String>,
     /// Maximum number of tokens to generate.
     #[arg(long, default_value_t = 32)]
     max_tokens: usize,
@@ -119,33 +133,55 @@ fn run(a: RunArgs) -> Result<()> {
     }
     let model = load_model(&path)?;
     let spec = model.spec().clone();
+    // Text mode: tokenize the prompt, print decoded text as it streams.
+    let tokenizer = match &a.prompt {
+        Some(_) => Some(Tokenizer::load(&path).context("loading the tokenizer")?),
+        None => None,
+    };
+    let prompt_ids = match (&a.prompt, &tokenizer) {
+        (Some(text), Some(t)) => t.encode(text, true, false)?,
+        _ => a.ids.clone(),
+    };
+    let mut stop = spec.eos_token_ids.clone();
+    if let Some(t) = &tokenizer {
+        stop.extend_from_slice(t.eos_ids());
+    }
+    let mut decoder = tokenizer.as_ref().map(|t| t.stream_decoder());
     let mut session = Session::new(model.as_ref());
     let mut sampler = Sampler::new(params);
     let start = std::time::Instant::now();
     let mut stdout = std::io::stdout();
     let mut first = true;
-    let (ids, reason) = session.generate(
-        &a.ids,
-        a.max_tokens,
-        &mut sampler,
-        &spec.eos_token_ids,
-        |tok| {
+    let mut text = String::new();
+    let (ids, reason) =
+        session.generate(&prompt_ids, a.max_tokens, &mut sampler, &stop, |tok| {
+            if stop.contains(&tok) {
+                return true;
+            }
+            let piece = match decoder.as_mut() {
+                Some(d) => d.push(tok).unwrap_or_default(),
+                None if a.json => String::new(),
+                None => format!("{}{tok}", if first { "" } else { "," }),
+            };
+            first = false;
+            text.push_str(&piece);
             if !a.json {
-                let _ = write!(stdout, "{}{tok}", if first { "" } else { "," });
+                let _ = write!(stdout, "{piece}");
                 let _ = stdout.flush();
-                first = false;
             }
             true
-        },
-    )?;
+        })?;
     let secs = start.elapsed().as_secs_f64();
     if a.json {
-        let v = serde_json::json!({
+        let mut v = serde_json::json!({
             "ids": ids,
             "finish_reason": format!("{reason:?}").to_lowercase(),
-            "prompt_tokens": a.ids.len(),
+            "prompt_tokens": prompt_ids.len(),
             "seconds": secs,
         });
+        if tokenizer.is_some() {
+            v["text"] = serde_json::Value::String(text);
+        }
         println!("{v}");
     } else {
         println!();
@@ -189,6 +225,7 @@ pub(crate) fn emit(text: &str) {
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Chat(a) => chat::chat(a),
         Command::Run(a) => run(a),
         Command::Score(a) => score(a),
         Command::Inspect(a) => inspect::inspect(&a.path, a.json).context("inspect"),

@@ -32,6 +32,11 @@ impl<'m> Session<'m> {
         }
     }
 
+    /// The model's context length (0 = unknown).
+    pub fn context_length(&self) -> usize {
+        self.model.spec().hparams.context_length
+    }
+
     /// Positions held in the cache.
     pub fn len(&self) -> usize {
         self.cache.len
