@@ -16,6 +16,7 @@ pub mod load;
 pub mod names;
 pub mod spec;
 pub mod tensor;
+pub mod tokenizer;
 
 pub use error::ModelError;
 pub use kv::KvCache;
