@@ -140,7 +140,7 @@ impl<'m> Conversation<'m> {
         let start = Instant::now();
         let mut sampler = Sampler::new(self.params.clone());
         let mut splitter = ReasoningSplitter::new(prompt_opens_think(&prompt));
-        let mut decoder = self.tokenizer.stream_decoder();
+        let mut decoder = self.tokenizer.stream_decoder().skip_special(true);
         let mut thinking_tokens = 0usize;
         let mut route = |pieces: Vec<Piece>, r: &mut Reply| {
             for p in pieces {
@@ -186,6 +186,8 @@ impl<'m> Conversation<'m> {
             self.cached.extend_from_slice(&next);
             last = logits[logits.len() - vocab..].to_vec();
         }
+        let tail = decoder.finish();
+        route(splitter.push(&tail), &mut r);
         route(splitter.finish(), &mut r);
         r.generate_seconds = start.elapsed().as_secs_f64();
         let mut m = message("assistant", r.content.trim());

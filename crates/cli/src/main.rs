@@ -146,7 +146,9 @@ fn run(a: RunArgs) -> Result<()> {
     if let Some(t) = &tokenizer {
         stop.extend_from_slice(t.eos_ids());
     }
-    let mut decoder = tokenizer.as_ref().map(|t| t.stream_decoder());
+    let mut decoder = tokenizer
+        .as_ref()
+        .map(|t| t.stream_decoder().skip_special(true));
     let mut session = Session::new(model.as_ref());
     let mut sampler = Sampler::new(params);
     let start = std::time::Instant::now();
@@ -171,6 +173,13 @@ fn run(a: RunArgs) -> Result<()> {
             }
             true
         })?;
+    if let Some(d) = decoder.as_mut() {
+        let tail = d.finish();
+        if !a.json {
+            let _ = write!(stdout, "{tail}");
+        }
+        text.push_str(&tail);
+    }
     let secs = start.elapsed().as_secs_f64();
     if a.json {
         let mut v = serde_json::json!({
