@@ -7,6 +7,7 @@
 pub mod actquant;
 pub mod dtype;
 pub mod ops;
+pub mod qdot;
 pub mod quants;
 
 pub use dtype::{DType, KernelError};

@@ -62,7 +62,7 @@ const _: () = assert!(size_of::<BlockQ3K>() == 110);
 /// bytes 0..8 for scales 0..8, high nibbles for scales 8..16. High 2 bits of scale `i`: bits
 /// `2 (i / 4)` of byte `8 + i % 4`.
 #[inline]
-fn q3k_scales(packed: &[u8]) -> [i8; 16] {
+pub(crate) fn q3k_scales(packed: &[u8]) -> [i8; 16] {
     let mut out = [0i8; 16];
     for (i, o) in out.iter_mut().enumerate() {
         let lo = if i < 8 {
@@ -106,7 +106,7 @@ impl BlockFormat for Q3K {
 /// `j < 4`: low 6 bits of bytes `j` (scale) and `j + 4` (min). `j >= 4`: low/high nibble of
 /// byte `j + 4`, with the top 2 bits taken from bits 6..8 of bytes `j - 4` / `j`.
 #[inline]
-fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
+pub(crate) fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
     if j < 4 {
         (q[j] & 63, q[j + 4] & 63)
     } else {

@@ -1,0 +1,302 @@
+//! Integer dot products of block-quantized weights with int8-quantized activations — the
+//! kernels decode and prefill spend their time in.
+//!
+//! Activations are quantized once per matmul ([`quantize_q8_0`], [`quantize_q8_1`],
+//! [`quantize_q8k`]) into llama.cpp's `vec_dot_type` for the weight format: Q8_0 for
+//! Q4_0/Q5_0/Q8_0, Q8_1 for Q4_1/Q5_1, Q8_K for the K-quants. Each weight format then has one
+//! dot product per instruction set: a portable scalar twin ([`scalar`]) and AVX2 / AVX-512
+//! paths ([`x86`]). A [`DotTable`] holds one function per format; [`table`] picks the best
+//! table for this CPU once, at the first call. Within a block the integer sums are exact, so
+//! the SIMD paths differ from their twins only in the order the per-block f32 terms are
+//! added.
+//!
+//! Weight rows are ggml's block layout, bytes straight from the file (no alignment assumed).
+
+pub mod scalar;
+pub mod x86;
+
+use crate::dtype::DType;
+use half::f16;
+use std::sync::OnceLock;
+
+/// 32 activations as Q8_0: `x ≈ d * q`, `d` an f16 value held as f32.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BlockQ8_0x {
+    pub d: f32,
+    pub qs: [i8; 32],
+}
+const _: () = assert!(std::mem::size_of::<BlockQ8_0x>() == 36);
+
+/// 32 activations as Q8_1: Q8_0 plus `s = f16(d_exact * Σq)`, which multiplies the weights'
+/// per-block offset `m` of Q4_1 / Q5_1.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BlockQ8_1x {
+    pub d: f32,
+    pub s: f32,
+    pub qs: [i8; 32],
+}
+const _: () = assert!(std::mem::size_of::<BlockQ8_1x>() == 40);
+
+/// 256 activations as Q8_K: f32 scale, int8 quants, and the sums of each group of 16 quants
+/// (the K-quants' mins multiply them).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BlockQ8Kx {
+    pub d: f32,
+    pub qs: [i8; 256],
+    pub bsums: [i16; 16],
+}
+const _: () = assert!(std::mem::size_of::<BlockQ8Kx>() == 292);
+
+impl Default for BlockQ8_0x {
+    fn default() -> Self {
+        BlockQ8_0x {
+            d: 0.0,
+            qs: [0; 32],
+        }
+    }
+}
+impl Default for BlockQ8_1x {
+    fn default() -> Self {
+        BlockQ8_1x {
+            d: 0.0,
+            s: 0.0,
+            qs: [0; 32],
+        }
+    }
+}
+impl Default for BlockQ8Kx {
+    fn default() -> Self {
+        BlockQ8Kx {
+            d: 0.0,
+            qs: [0; 256],
+            bsums: [0; 16],
+        }
+    }
+}
+
+/// Quantize `x` (a multiple of 32 long) to Q8_0 blocks, as llama.cpp's `quantize_row_q8_0`.
+pub fn quantize_q8_0(x: &[f32], out: &mut [BlockQ8_0x]) {
+    for (b, o) in x.chunks_exact(32).zip(out.iter_mut()) {
+        let amax = b.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+        o.d = f16::from_f32(amax / 127.0).to_f32();
+        for (q, v) in o.qs.iter_mut().zip(b) {
+            *q = (v * id).round_ties_even() as i8;
+        }
+    }
+}
+
+/// Quantize `x` (a multiple of 32 long) to Q8_1 blocks, as llama.cpp's `quantize_row_q8_1`.
+pub fn quantize_q8_1(x: &[f32], out: &mut [BlockQ8_1x]) {
+    for (b, o) in x.chunks_exact(32).zip(out.iter_mut()) {
+        let amax = b.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let d = amax / 127.0;
+        let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+        let mut sum = 0i32;
+        for (q, v) in o.qs.iter_mut().zip(b) {
+            *q = (v * id).round_ties_even() as i8;
+            sum += *q as i32;
+        }
+        o.d = f16::from_f32(d).to_f32();
+        o.s = f16::from_f32(d * sum as f32).to_f32();
+    }
+}
+
+/// Quantize `x` (a multiple of 256 long) to Q8_K blocks, as ggml's `quantize_row_q8_K`: the
+/// largest magnitude maps to -127.
+pub fn quantize_q8k(x: &[f32], out: &mut [BlockQ8Kx]) {
+    for (b, o) in x.chunks_exact(256).zip(out.iter_mut()) {
+        let (mut amax, mut max) = (0f32, 0f32);
+        for &v in b {
+            if v.abs() > amax {
+                amax = v.abs();
+                max = v;
+            }
+        }
+        if amax == 0.0 {
+            *o = BlockQ8Kx::default();
+            continue;
+        }
+        let iscale = -127.0 / max;
+        for (q, v) in o.qs.iter_mut().zip(b) {
+            *q = (iscale * v).round_ties_even().min(127.0) as i8;
+        }
+        for (s, g) in o.bsums.iter_mut().zip(o.qs.chunks_exact(16)) {
+            *s = g.iter().map(|&q| q as i16).sum();
+        }
+        o.d = 1.0 / iscale;
+    }
+}
+
+/// Dot product of one weight row (`w`: whole blocks of its format, as stored) with one row of
+/// activations. Unsafe because SIMD entries require their CPU features; [`table`] only hands
+/// out entries this CPU has.
+pub type DotQ8_0 = unsafe fn(w: &[u8], a: &[BlockQ8_0x]) -> f32;
+pub type DotQ8_1 = unsafe fn(w: &[u8], a: &[BlockQ8_1x]) -> f32;
+pub type DotQ8K = unsafe fn(w: &[u8], a: &[BlockQ8Kx]) -> f32;
+
+/// One dot product per weight format, all for the same instruction set.
+#[derive(Clone, Copy)]
+pub struct DotTable {
+    pub isa: Isa,
+    pub q4_0: DotQ8_0,
+    pub q5_0: DotQ8_0,
+    pub q8_0: DotQ8_0,
+    pub q4_1: DotQ8_1,
+    pub q5_1: DotQ8_1,
+    pub q2k: DotQ8K,
+    pub q3k: DotQ8K,
+    pub q4k: DotQ8K,
+    pub q5k: DotQ8K,
+    pub q6k: DotQ8K,
+}
+
+/// Instruction sets with kernels here, weakest first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Isa {
+    Scalar,
+    /// AVX2 + FMA + F16C.
+    Avx2,
+    /// AVX-512 F/BW/VL with VNNI.
+    Avx512,
+}
+
+impl Isa {
+    /// The instruction sets this CPU supports, weakest first (always starts with `Scalar`).
+    pub fn available() -> Vec<Isa> {
+        let mut v = vec![Isa::Scalar];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if x86::has_avx2() {
+                v.push(Isa::Avx2);
+            }
+            if x86::has_avx512() {
+                v.push(Isa::Avx512);
+            }
+        }
+        v
+    }
+}
+
+impl DotTable {
+    /// The table for `isa`; `None` when this CPU lacks it.
+    pub fn for_isa(isa: Isa) -> Option<DotTable> {
+        if !Isa::available().contains(&isa) {
+            return None;
+        }
+        let mut t = scalar::TABLE;
+        #[cfg(target_arch = "x86_64")]
+        x86::install(&mut t, isa);
+        t.isa = isa;
+        Some(t)
+    }
+}
+
+/// The best table for this CPU, chosen once.
+pub fn table() -> &'static DotTable {
+    static T: OnceLock<DotTable> = OnceLock::new();
+    T.get_or_init(|| {
+        let best = *Isa::available().last().unwrap_or(&Isa::Scalar);
+        DotTable::for_isa(best).unwrap_or(scalar::TABLE)
+    })
+}
+
+/// Activations quantized for one weight format: `rows` rows, each `blocks` blocks.
+pub enum QuantActs {
+    Q8_0(Vec<BlockQ8_0x>),
+    Q8_1(Vec<BlockQ8_1x>),
+    Q8K(Vec<BlockQ8Kx>),
+}
+
+impl QuantActs {
+    /// Quantize `x` (`rows` rows of `k`) for weights of type `w`; `None` for float weights.
+    pub fn for_weight(w: DType, x: &[f32], k: usize) -> Option<QuantActs> {
+        use rayon::prelude::*;
+        let rows = x.len() / k.max(1);
+        fn run<B: Default + Clone + Send>(
+            x: &[f32],
+            k: usize,
+            rows: usize,
+            per: usize,
+            f: fn(&[f32], &mut [B]),
+        ) -> Vec<B> {
+            let nb = k / per;
+            let mut out = vec![B::default(); rows * nb];
+            if rows >= 8 {
+                out.par_chunks_mut(nb)
+                    .zip(x.par_chunks(k))
+                    .for_each(|(o, x)| f(x, o));
+            } else {
+                out.chunks_mut(nb)
+                    .zip(x.chunks(k))
+                    .for_each(|(o, x)| f(x, o));
+            }
+            out
+        }
+        Some(match w {
+            DType::Q4_0 | DType::Q5_0 | DType::Q8_0 => {
+                QuantActs::Q8_0(run(x, k, rows, 32, quantize_q8_0))
+            }
+            DType::Q4_1 | DType::Q5_1 => QuantActs::Q8_1(run(x, k, rows, 32, quantize_q8_1)),
+            DType::Q2K | DType::Q3K | DType::Q4K | DType::Q5K | DType::Q6K => {
+                QuantActs::Q8K(run(x, k, rows, 256, quantize_q8k))
+            }
+            DType::F32 | DType::F16 | DType::BF16 | DType::F8E4M3 | DType::Q8K => return None,
+        })
+    }
+}
+
+/// A dot product of a weight row with activation row `i`, for one weight format.
+#[derive(Clone, Copy)]
+pub struct RowDot<'a> {
+    kind: RowDotKind<'a>,
+    nb: usize,
+}
+
+#[derive(Clone, Copy)]
+enum RowDotKind<'a> {
+    Q8_0(DotQ8_0, &'a [BlockQ8_0x]),
+    Q8_1(DotQ8_1, &'a [BlockQ8_1x]),
+    Q8K(DotQ8K, &'a [BlockQ8Kx]),
+}
+
+impl<'a> RowDot<'a> {
+    /// Pair weight type `w` with its quantized activations (`k` columns); `None` when the
+    /// activations were quantized for another format.
+    pub fn new(t: &DotTable, w: DType, acts: &'a QuantActs, k: usize) -> Option<RowDot<'a>> {
+        let kind = match (w, acts) {
+            (DType::Q4_0, QuantActs::Q8_0(a)) => RowDotKind::Q8_0(t.q4_0, a),
+            (DType::Q5_0, QuantActs::Q8_0(a)) => RowDotKind::Q8_0(t.q5_0, a),
+            (DType::Q8_0, QuantActs::Q8_0(a)) => RowDotKind::Q8_0(t.q8_0, a),
+            (DType::Q4_1, QuantActs::Q8_1(a)) => RowDotKind::Q8_1(t.q4_1, a),
+            (DType::Q5_1, QuantActs::Q8_1(a)) => RowDotKind::Q8_1(t.q5_1, a),
+            (DType::Q2K, QuantActs::Q8K(a)) => RowDotKind::Q8K(t.q2k, a),
+            (DType::Q3K, QuantActs::Q8K(a)) => RowDotKind::Q8K(t.q3k, a),
+            (DType::Q4K, QuantActs::Q8K(a)) => RowDotKind::Q8K(t.q4k, a),
+            (DType::Q5K, QuantActs::Q8K(a)) => RowDotKind::Q8K(t.q5k, a),
+            (DType::Q6K, QuantActs::Q8K(a)) => RowDotKind::Q8K(t.q6k, a),
+            _ => return None,
+        };
+        let nb = k / w.block_size();
+        Some(RowDot { kind, nb })
+    }
+
+    /// `w_row · acts[i]`. `w_row` must be one whole row of the weight type given to [`new`].
+    #[inline]
+    pub fn dot(&self, w_row: &[u8], i: usize) -> f32 {
+        let nb = self.nb;
+        // SAFETY: the function pointers come from a `DotTable` built for this CPU, and every
+        // kernel reads exactly `nb` blocks of `w_row` and of the activation row, which the
+        // slicing below bounds-checks.
+        unsafe {
+            match self.kind {
+                RowDotKind::Q8_0(f, a) => f(w_row, &a[i * nb..(i + 1) * nb]),
+                RowDotKind::Q8_1(f, a) => f(w_row, &a[i * nb..(i + 1) * nb]),
+                RowDotKind::Q8K(f, a) => f(w_row, &a[i * nb..(i + 1) * nb]),
+            }
+        }
+    }
+}
