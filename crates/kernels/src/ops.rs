@@ -1,12 +1,14 @@
 //! The ops models call: matmul against a stored weight of any [`DType`], normalisation,
 //! softmax, activation and rotary embedding. Plain slices and dimensions in, slices out.
 //!
-//! This is the reference path: weights are dequantized row by row and multiplied in f32, with
-//! activations rounded as the int8 kernels will see them ([`crate::actquant`]). Fast
-//! int8-activation kernels slot in behind [`matmul`] without changing callers.
+//! [`matmul`] runs block-quantized weights through the integer kernels of [`crate::qdot`]
+//! (activations quantized to int8 once per call) and float weights through f32 dots.
+//! [`matmul_reference`] is the slow twin: weights dequantized row by row and multiplied in f32,
+//! with activations rounded as the int8 kernels see them ([`crate::actquant`]).
 
 use crate::actquant::{q8_1_offset_corrections, round_trip, ActFormat};
 use crate::dtype::{DType, KernelError};
+use crate::qdot::{self, QuantActs, RowDot};
 use crate::quants::read_f16;
 use rayon::prelude::*;
 
@@ -88,10 +90,67 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     (acc[0] + acc[4]) + (acc[1] + acc[5]) + (acc[2] + acc[6]) + (acc[3] + acc[7]) + tail
 }
 
+/// Rows of the weight per parallel task: small enough that two threads share uneven work,
+/// large enough that a task amortises its scheduling.
+const ROWS_PER_TASK: usize = 16;
+
 /// `out[t, n] = sum_k x[t, k] * w[n, k]` for `t` rows of activations.
 ///
-/// `x.len() == t * w.cols`, `out.len() == t * w.rows`.
+/// `x.len() == t * w.cols`, `out.len() == t * w.rows`. Quantized weights use the integer
+/// kernels on int8 activations ([`crate::qdot`]); float weights are dequantized per row.
 pub fn matmul(x: &[f32], t: usize, w: &WeightRef<'_>, out: &mut [f32]) -> Result<(), KernelError> {
+    let (n, k) = (w.rows, w.cols);
+    assert_eq!(x.len(), t * k, "matmul: activation shape");
+    assert_eq!(out.len(), t * n, "matmul: output shape");
+    if t == 0 || n == 0 {
+        return Ok(());
+    }
+    let Some(acts) = QuantActs::for_weight(w.dtype, x, k) else {
+        return matmul_reference(x, t, w, out);
+    };
+    let dot = RowDot::new(qdot::table(), w.dtype, &acts, k)
+        .expect("activations are quantized for this weight type");
+    let rb = w.row_bytes();
+    let row = |r: usize| &w.data[r * rb..(r + 1) * rb];
+    if t == 1 {
+        out.par_chunks_mut(ROWS_PER_TASK)
+            .enumerate()
+            .for_each(|(c, o)| {
+                for (i, v) in o.iter_mut().enumerate() {
+                    *v = dot.dot(row(c * ROWS_PER_TASK + i), 0);
+                }
+            });
+        return Ok(());
+    }
+    // Each task takes a few weight rows and dots each with every token while it is in cache.
+    let mut transposed = vec![0f32; n * t]; // [n, t]
+    transposed
+        .par_chunks_mut(ROWS_PER_TASK * t)
+        .enumerate()
+        .for_each(|(c, d)| {
+            for (i, d) in d.chunks_exact_mut(t).enumerate() {
+                let wr = row(c * ROWS_PER_TASK + i);
+                for (ti, o) in d.iter_mut().enumerate() {
+                    *o = dot.dot(wr, ti);
+                }
+            }
+        });
+    for r in 0..n {
+        for ti in 0..t {
+            out[ti * n + r] = transposed[r * t + ti];
+        }
+    }
+    Ok(())
+}
+
+/// The reference twin of [`matmul`]: dequantize each weight row and dot in f32 with the
+/// activations rounded as the integer kernels see them. Same contract as [`matmul`].
+pub fn matmul_reference(
+    x: &[f32],
+    t: usize,
+    w: &WeightRef<'_>,
+    out: &mut [f32],
+) -> Result<(), KernelError> {
     let (n, k) = (w.rows, w.cols);
     let x_orig = x;
     assert_eq!(x.len(), t * k, "matmul: activation shape");
@@ -116,7 +175,6 @@ pub fn matmul(x: &[f32], t: usize, w: &WeightRef<'_>, out: &mut [f32]) -> Result
     let block_bytes = w.dtype.block_bytes();
     let n_blocks = k / w.dtype.block_size();
     // Rows of w in parallel; each task dequantizes its rows once and dots them with every token.
-    const ROWS_PER_TASK: usize = 16;
     let mut transposed = vec![0f32; n * t]; // [n, t]
     transposed
         .par_chunks_mut(ROWS_PER_TASK * t)
