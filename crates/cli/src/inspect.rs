@@ -1,8 +1,9 @@
 //! `mixture inspect`: what a model file holds.
 
 use anyhow::Result;
+use mixture_model::footprint::Footprint;
+use mixture_model::load;
 use mixture_model::spec::{Gating, RopeScaling};
-use mixture_model::{load, HParams};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
@@ -18,21 +19,14 @@ fn report(path: &Path, json: bool) -> Result<String> {
     let hp = &m.spec.hparams;
     // Tensor types: count and bytes.
     let mut types: BTreeMap<String, (usize, usize)> = BTreeMap::new();
-    let (mut total, mut experts) = (0usize, 0usize);
-    for (name, t) in &m.weights.tensors {
+    for t in m.weights.tensors.values() {
         let e = types.entry(t.dtype.name().to_string()).or_default();
         e.0 += 1;
         e.1 += t.bytes().len();
-        total += t.numel();
-        if name.contains(".exp.") {
-            experts += t.numel();
-        }
     }
-    let active = match &hp.moe {
-        Some(p) if p.n_experts > 0 => total - experts + experts / p.n_experts * p.n_experts_used,
-        _ => total,
-    };
-    let kv_per_token = kv_values_per_token(hp);
+    let fp = Footprint::of(hp, &m.weights);
+    let (total, active) = (fp.total_params, fp.active_params);
+    let kv_per_token = fp.kv_values_per_token;
     if json {
         let v = serde_json::json!({
             "name": m.spec.name,
@@ -42,6 +36,8 @@ fn report(path: &Path, json: bool) -> Result<String> {
             "hparams": format!("{hp:?}"),
             "total_params": total,
             "active_params_per_token": active,
+            "weight_bytes": fp.total_bytes,
+            "active_weight_bytes_per_token": fp.active_bytes,
             "kv_cache_bytes_per_token_f32": kv_per_token * 4,
             "tensor_types": types.iter().map(|(k, (n, b))| (k.clone(), serde_json::json!({"count": n, "bytes": b}))).collect::<serde_json::Map<_, _>>(),
         });
@@ -106,6 +102,11 @@ fn report(path: &Path, json: bool) -> Result<String> {
     )?;
     writeln!(
         o,
+        "weights        {} bytes, {} read per decoded token",
+        fp.total_bytes, fp.active_bytes
+    )?;
+    writeln!(
+        o,
         "KV cache       {} values ({} bytes at f32) per token",
         kv_per_token,
         kv_per_token * 4
@@ -117,14 +118,7 @@ fn report(path: &Path, json: bool) -> Result<String> {
     Ok(o)
 }
 
-fn kv_values_per_token(hp: &HParams) -> usize {
-    match &hp.mla {
-        Some(p) => hp.n_layers * (p.kv_lora_rank + p.qk_rope_dim),
-        None => hp.n_layers * 2 * hp.n_kv_heads * hp.head_dim,
-    }
-}
-
-fn human(n: usize) -> String {
+pub(crate) fn human(n: usize) -> String {
     let n = n as f64;
     if n >= 1e9 {
         format!("{:.2}B", n / 1e9)

@@ -1,5 +1,6 @@
 //! `mixture`: run DeepSeek-class MoE models and their dense relatives on ordinary hardware.
 
+mod bench;
 mod chat;
 mod conversation;
 mod defaults;
@@ -26,6 +27,9 @@ Token ids in and out for now: pass --ids as a comma-separated list."
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Worker threads for the numeric kernels. Default: the number of physical cores.
+    #[arg(long, short = 't', global = true)]
+    threads: Option<usize>,
 }
 
 #[derive(Subcommand)]
@@ -36,6 +40,9 @@ enum Command {
     Run(RunArgs),
     /// Per-token log-probabilities and perplexity of a token sequence.
     Score(ScoreArgs),
+    /// Measure prompt processing (pp) and generation (tg) tokens/s, like llama-bench, with
+    /// the memory bandwidth and the fraction of the decode bound reached.
+    Bench(bench::BenchArgs),
     /// Show a model's architecture, hyperparameters, parameter counts and tensor types.
     Inspect(InspectArgs),
 }
@@ -233,7 +240,13 @@ pub(crate) fn emit(text: &str) {
 
 fn main() {
     let cli = Cli::parse();
+    if cli.threads == Some(0) {
+        eprintln!("error: --threads must be at least 1");
+        std::process::exit(1);
+    }
+    let n_threads = mixture_kernels::threads::init(cli.threads);
     let result = match cli.command {
+        Command::Bench(a) => bench::bench(a, n_threads),
         Command::Chat(a) => chat::chat(a),
         Command::Run(a) => run(a),
         Command::Score(a) => score(a),

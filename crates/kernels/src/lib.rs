@@ -9,6 +9,7 @@ pub mod dtype;
 pub mod ops;
 pub mod qdot;
 pub mod quants;
+pub mod threads;
 
 pub use dtype::{DType, KernelError};
 pub use ops::WeightRef;

@@ -9,6 +9,7 @@ pub mod arch;
 pub mod chat_template;
 pub mod convert;
 pub mod error;
+pub mod footprint;
 pub mod gguf;
 pub mod hf;
 pub mod kv;
