@@ -332,22 +332,34 @@ impl Moe {
         chosen
     }
 
-    /// `x`: `[t, hidden]` → `[t, hidden]`. Each token runs only its routed experts.
+    /// `x`: `[t, hidden]` → `[t, hidden]`. Each token runs only its routed experts; the tokens
+    /// routed to one expert go through it together, as one batched matmul per weight.
     pub fn forward(&self, x: &[f32], t: usize, hidden: usize) -> Result<Vec<f32>> {
-        let logits = self.router.forward(x, t)?;
+        let ne = self.params.n_experts;
+        let logits = self.router.forward(x, t)?; // [t, n_experts]
         let mut out = match &self.shared {
             Some(s) => s.forward(x, t)?,
             None => vec![0f32; t * hidden],
         };
+        // For each expert, the tokens routed to it and their weights.
+        let mut routed: Vec<Vec<(usize, f32)>> = vec![Vec::new(); ne];
         for ti in 0..t {
-            let xt = &x[ti * hidden..(ti + 1) * hidden];
-            let routes =
-                self.route(&logits[ti * self.params.n_experts..(ti + 1) * self.params.n_experts]);
-            let o = &mut out[ti * hidden..(ti + 1) * hidden];
-            for (e, w) in routes {
-                let y = self.experts[e].forward(xt, 1)?;
-                for (oo, yy) in o.iter_mut().zip(&y) {
-                    *oo += w * yy;
+            for (e, w) in self.route(&logits[ti * ne..(ti + 1) * ne]) {
+                routed[e].push((ti, w));
+            }
+        }
+        for (e, toks) in routed.iter().enumerate() {
+            if toks.is_empty() {
+                continue;
+            }
+            let xe: Vec<f32> = toks
+                .iter()
+                .flat_map(|&(ti, _)| x[ti * hidden..(ti + 1) * hidden].iter().copied())
+                .collect(); // [n_e, hidden]
+            let y = self.experts[e].forward(&xe, toks.len())?; // [n_e, hidden]
+            for (&(ti, w), yr) in toks.iter().zip(y.chunks_exact(hidden)) {
+                for (o, v) in out[ti * hidden..(ti + 1) * hidden].iter_mut().zip(yr) {
+                    *o += w * v;
                 }
             }
         }
