@@ -10,6 +10,7 @@ pub mod ops;
 pub mod qdot;
 pub mod quants;
 pub mod threads;
+pub mod vecf32;
 
 pub use dtype::{DType, KernelError};
 pub use ops::WeightRef;

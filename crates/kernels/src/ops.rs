@@ -70,24 +70,10 @@ impl<'a> WeightRef<'a> {
     }
 }
 
-/// Dot product with four independent accumulators.
+/// Dot product of f32 vectors (SIMD when the CPU has it; see [`crate::vecf32`]).
 #[inline]
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let n = a.len().min(b.len());
-    let (a, b) = (&a[..n], &b[..n]);
-    let mut acc = [0f32; 8];
-    let mut ca = a.chunks_exact(8);
-    let mut cb = b.chunks_exact(8);
-    for (x, y) in (&mut ca).zip(&mut cb) {
-        for i in 0..8 {
-            acc[i] += x[i] * y[i];
-        }
-    }
-    let mut tail = 0f32;
-    for (x, y) in ca.remainder().iter().zip(cb.remainder()) {
-        tail += x * y;
-    }
-    (acc[0] + acc[4]) + (acc[1] + acc[5]) + (acc[2] + acc[6]) + (acc[3] + acc[7]) + tail
+    crate::vecf32::dot(a, b)
 }
 
 /// Rows of the weight per parallel task: small enough that two threads share uneven work,

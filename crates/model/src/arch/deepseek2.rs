@@ -23,6 +23,8 @@ use crate::load::LoadedModel;
 use crate::names;
 use crate::spec::{MlaParams, ModelSpec, RopeScaling};
 use mixture_kernels::ops::{dot, softmax};
+use mixture_kernels::vecf32::axpy;
+use rayon::prelude::*;
 
 /// How queries are produced.
 enum QueryProj {
@@ -207,31 +209,39 @@ impl Architecture for Deepseek2 {
             kv.k.extend_from_slice(&ckv);
             let n_pos = kv.k.len() / kw;
             let mut attn = vec![0f32; t * nh * vd]; // [t, nh * vd]
-            for (head, (k_b, v_b)) in block.k_b.iter().zip(&block.v_b).enumerate() {
-                // q_nope of this head for all tokens: [t, nope] → absorbed [t, lora].
-                let q_nope: Vec<f32> = (0..t)
-                    .flat_map(|ti| q[(ti * nh + head) * qd..][..nope].iter().copied())
-                    .collect();
-                let q_abs = k_b.forward(&q_nope, t)?;
-                let mut latent = vec![0f32; t * lora]; // Σ_p a_p c_p, [t, lora]
-                let mut scores = vec![0f32; n_pos];
-                for ti in 0..t {
-                    let visible = n_pos - t + ti + 1;
-                    let qa = &q_abs[ti * lora..(ti + 1) * lora];
-                    let qr = &q[(ti * nh + head) * qd + nope..][..rd];
-                    for (p, s) in scores[..visible].iter_mut().enumerate() {
-                        let c = &kv.k[p * kw..(p + 1) * kw];
-                        *s = (dot(qa, &c[..lora]) + dot(qr, &c[lora..])) * self.scale;
-                    }
-                    softmax(&mut scores[..visible]);
-                    let out = &mut latent[ti * lora..(ti + 1) * lora];
-                    for (p, &w) in scores[..visible].iter().enumerate() {
-                        for (o, c) in out.iter_mut().zip(&kv.k[p * kw..p * kw + lora]) {
-                            *o += w * c;
+            let cache_k = &kv.k;
+            // Heads in parallel; each returns its output [t, vd].
+            let heads = block
+                .k_b
+                .par_iter()
+                .zip(&block.v_b)
+                .enumerate()
+                .map(|(head, (k_b, v_b))| -> Result<Vec<f32>> {
+                    // q_nope of this head for all tokens: [t, nope] → absorbed [t, lora].
+                    let q_nope: Vec<f32> = (0..t)
+                        .flat_map(|ti| q[(ti * nh + head) * qd..][..nope].iter().copied())
+                        .collect();
+                    let q_abs = k_b.forward(&q_nope, t)?;
+                    let mut latent = vec![0f32; t * lora]; // Σ_p a_p c_p, [t, lora]
+                    let mut scores = vec![0f32; n_pos];
+                    for ti in 0..t {
+                        let visible = n_pos - t + ti + 1;
+                        let qa = &q_abs[ti * lora..(ti + 1) * lora];
+                        let qr = &q[(ti * nh + head) * qd + nope..][..rd];
+                        for (p, s) in scores[..visible].iter_mut().enumerate() {
+                            let c = &cache_k[p * kw..(p + 1) * kw];
+                            *s = (dot(qa, &c[..lora]) + dot(qr, &c[lora..])) * self.scale;
+                        }
+                        softmax(&mut scores[..visible]);
+                        let out = &mut latent[ti * lora..(ti + 1) * lora];
+                        for (p, &w) in scores[..visible].iter().enumerate() {
+                            axpy(out, w, &cache_k[p * kw..p * kw + lora]);
                         }
                     }
-                }
-                let o = v_b.forward(&latent, t)?; // [t, vd]
+                    v_b.forward(&latent, t) // [t, vd]
+                })
+                .collect::<Result<Vec<_>>>()?;
+            for (head, o) in heads.iter().enumerate() {
                 for ti in 0..t {
                     attn[(ti * nh + head) * vd..][..vd].copy_from_slice(&o[ti * vd..(ti + 1) * vd]);
                 }

@@ -6,6 +6,8 @@ use crate::names;
 use crate::spec::{Gating, MoeParams};
 use crate::tensor::{Tensor, WeightStore};
 use mixture_kernels::ops::{self, sigmoid, softmax};
+use mixture_kernels::vecf32::axpy;
+use rayon::prelude::*;
 
 /// A linear layer `y = x W^T (+ b)` over a stored weight `[out, in]`.
 #[derive(Debug, Clone)]
@@ -110,10 +112,12 @@ pub fn attention(
     let past = n_pos - t;
     let group = n_heads / n_kv;
     let mut out = vec![0f32; t * n_heads * v_dim];
-    let mut scores = vec![0f32; n_pos];
-    for ti in 0..t {
-        let visible = past + ti + 1;
-        for h in 0..n_heads {
+    // One task per (token, head): its output row `[v_dim]`.
+    out.par_chunks_mut(v_dim).enumerate().for_each_init(
+        || vec![0f32; n_pos],
+        |scores, (i, o)| {
+            let (ti, h) = (i / n_heads, i % n_heads);
+            let visible = past + ti + 1;
             let kvh = h / group;
             let qh = &q[(ti * n_heads + h) * qk_dim..][..qk_dim];
             for (p, s) in scores[..visible].iter_mut().enumerate() {
@@ -121,15 +125,11 @@ pub fn attention(
                 *s = ops::dot(qh, k) * scale;
             }
             softmax(&mut scores[..visible]);
-            let o = &mut out[(ti * n_heads + h) * v_dim..][..v_dim];
             for (p, &w) in scores[..visible].iter().enumerate() {
-                let v = &values[(p * n_kv + kvh) * v_dim..][..v_dim];
-                for (oo, vv) in o.iter_mut().zip(v) {
-                    *oo += w * vv;
-                }
+                axpy(o, w, &values[(p * n_kv + kvh) * v_dim..][..v_dim]);
             }
-        }
-    }
+        },
+    );
     out
 }
 
