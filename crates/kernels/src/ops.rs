@@ -8,7 +8,6 @@
 
 use crate::actquant::{q8_1_offset_corrections, round_trip, ActFormat};
 use crate::dtype::{DType, KernelError};
-use crate::qdot::{self, QuantActs, RowDot};
 use crate::quants::read_f16;
 use rayon::prelude::*;
 
@@ -76,57 +75,17 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     crate::vecf32::dot(a, b)
 }
 
-/// Rows of the weight per parallel task: small enough that two threads share uneven work,
-/// large enough that a task amortises its scheduling.
-const ROWS_PER_TASK: usize = 16;
-
 /// `out[t, n] = sum_k x[t, k] * w[n, k]` for `t` rows of activations.
 ///
 /// `x.len() == t * w.cols`, `out.len() == t * w.rows`. Quantized weights use the integer
 /// kernels on int8 activations ([`crate::qdot`]); float weights are dequantized per row.
+/// Several independent matmuls go faster together: [`crate::matmul::matmul_many`].
 pub fn matmul(x: &[f32], t: usize, w: &WeightRef<'_>, out: &mut [f32]) -> Result<(), KernelError> {
-    let (n, k) = (w.rows, w.cols);
-    assert_eq!(x.len(), t * k, "matmul: activation shape");
-    assert_eq!(out.len(), t * n, "matmul: output shape");
-    if t == 0 || n == 0 {
+    assert_eq!(x.len(), t * w.cols, "matmul: activation shape");
+    if t == 0 {
         return Ok(());
     }
-    let Some(acts) = QuantActs::for_weight(w.dtype, x, k) else {
-        return matmul_reference(x, t, w, out);
-    };
-    let dot = RowDot::new(qdot::table(), w.dtype, &acts, k)
-        .expect("activations are quantized for this weight type");
-    let rb = w.row_bytes();
-    let row = |r: usize| &w.data[r * rb..(r + 1) * rb];
-    if t == 1 {
-        out.par_chunks_mut(ROWS_PER_TASK)
-            .enumerate()
-            .for_each(|(c, o)| {
-                for (i, v) in o.iter_mut().enumerate() {
-                    *v = dot.dot(row(c * ROWS_PER_TASK + i), 0);
-                }
-            });
-        return Ok(());
-    }
-    // Each task takes a few weight rows and dots each with every token while it is in cache.
-    let mut transposed = vec![0f32; n * t]; // [n, t]
-    transposed
-        .par_chunks_mut(ROWS_PER_TASK * t)
-        .enumerate()
-        .for_each(|(c, d)| {
-            for (i, d) in d.chunks_exact_mut(t).enumerate() {
-                let wr = row(c * ROWS_PER_TASK + i);
-                for (ti, o) in d.iter_mut().enumerate() {
-                    *o = dot.dot(wr, ti);
-                }
-            }
-        });
-    for r in 0..n {
-        for ti in 0..t {
-            out[ti * n + r] = transposed[r * t + ti];
-        }
-    }
-    Ok(())
+    crate::matmul::matmul_many(&mut [crate::matmul::MatJob { w: *w, x, out }])
 }
 
 /// The reference twin of [`matmul`]: dequantize each weight row and dot in f32 with the
@@ -161,15 +120,16 @@ pub fn matmul_reference(
     let block_bytes = w.dtype.block_bytes();
     let n_blocks = k / w.dtype.block_size();
     // Rows of w in parallel; each task dequantizes its rows once and dots them with every token.
+    const REF_ROWS_PER_TASK: usize = 16;
     let mut transposed = vec![0f32; n * t]; // [n, t]
     transposed
-        .par_chunks_mut(ROWS_PER_TASK * t)
+        .par_chunks_mut(REF_ROWS_PER_TASK * t)
         .enumerate()
         .try_for_each_init(
             || vec![0f32; k],
             |row, (chunk, dst)| -> Result<(), KernelError> {
                 for (i, d) in dst.chunks_exact_mut(t).enumerate() {
-                    let r = chunk * ROWS_PER_TASK + i;
+                    let r = chunk * REF_ROWS_PER_TASK + i;
                     w.dequantize_row(r, row)?;
                     for (ti, o) in d.iter_mut().enumerate() {
                         *o = dot(&x[ti * k..(ti + 1) * k], row);

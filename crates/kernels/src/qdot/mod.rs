@@ -204,6 +204,21 @@ pub fn table() -> &'static DotTable {
     })
 }
 
+/// The activation format a weight type's integer kernel takes; `None` for float weights.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ActKind(u8);
+
+impl ActKind {
+    pub fn of(w: DType) -> Option<ActKind> {
+        match w {
+            DType::Q4_0 | DType::Q5_0 | DType::Q8_0 => Some(ActKind(0)),
+            DType::Q4_1 | DType::Q5_1 => Some(ActKind(1)),
+            DType::Q2K | DType::Q3K | DType::Q4K | DType::Q5K | DType::Q6K => Some(ActKind(2)),
+            DType::F32 | DType::F16 | DType::BF16 | DType::F8E4M3 | DType::Q8K => None,
+        }
+    }
+}
+
 /// Activations quantized for one weight format: `rows` rows, each `blocks` blocks.
 pub enum QuantActs {
     Q8_0(Vec<BlockQ8_0x>),

@@ -185,15 +185,22 @@ impl Architecture for Deepseek2 {
         let mut x = embed(&self.token_embd, tokens, d)?; // [t, d]
         for (block, kv) in self.blocks.iter().zip(cache.layers.iter_mut()) {
             let h = block.attn_norm.forward(&x); // [t, d]
+                                                 // The query's first projection and the KV compression read the same input.
+            let q_in = match &block.q {
+                QueryProj::Direct(w) => w,
+                QueryProj::LowRank { a, .. } => a,
+            };
+            let mut proj = Linear::forward_many(&[(q_in, &h), (&block.kv_a, &h)])?;
+            let mut ckv = proj.pop().unwrap_or_default(); // [t, lora + rd]
+            let q0 = proj.pop().unwrap_or_default();
             let mut q = match &block.q {
-                QueryProj::Direct(w) => w.forward(&h, t)?, // [t, nh * qd]
-                QueryProj::LowRank { a, norm, b } => {
-                    let mut c = a.forward(&h, t)?; // [t, q_lora]
+                QueryProj::Direct(_) => q0, // [t, nh * qd]
+                QueryProj::LowRank { norm, b, .. } => {
+                    let mut c = q0; // [t, q_lora]
                     norm.apply(&mut c);
                     b.forward(&c, t)? // [t, nh * qd]
                 }
             };
-            let mut ckv = block.kv_a.forward(&h, t)?; // [t, lora + rd]
             for ti in 0..t {
                 let row = &mut ckv[ti * kw..(ti + 1) * kw];
                 block.kv_a_norm.apply(&mut row[..lora]); // latent c_kv

@@ -5,6 +5,7 @@ use crate::error::{ModelError, Result};
 use crate::names;
 use crate::spec::{Gating, MoeParams};
 use crate::tensor::{Tensor, WeightStore};
+use mixture_kernels::matmul::{matmul_many, MatJob};
 use mixture_kernels::ops::{self, sigmoid, softmax};
 use mixture_kernels::vecf32::axpy;
 use rayon::prelude::*;
@@ -50,16 +51,38 @@ impl Linear {
 
     /// `x` is `[t, inp]`; returns `[t, out]`.
     pub fn forward(&self, x: &[f32], t: usize) -> Result<Vec<f32>> {
-        let mut y = vec![0f32; t * self.out];
-        ops::matmul(x, t, &self.w.as_weight()?, &mut y)?;
-        if let Some(b) = &self.b {
-            for row in y.chunks_exact_mut(self.out) {
-                for (v, bb) in row.iter_mut().zip(b) {
-                    *v += bb;
+        debug_assert_eq!(x.len(), t * self.inp);
+        Ok(Linear::forward_many(&[(self, x)])?.remove(0))
+    }
+
+    /// Several linear layers on their own inputs (`x` of each is `[t, inp]` for any `t`), in
+    /// one parallel region; returns each output `[t, out]`.
+    pub fn forward_many(layers: &[(&Linear, &[f32])]) -> Result<Vec<Vec<f32>>> {
+        let mut outs: Vec<Vec<f32>> = layers
+            .iter()
+            .map(|(l, x)| vec![0f32; x.len() / l.inp.max(1) * l.out])
+            .collect();
+        let weights = layers
+            .iter()
+            .map(|(l, _)| l.w.as_weight())
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let mut jobs: Vec<MatJob<'_>> = layers
+            .iter()
+            .zip(&weights)
+            .zip(outs.iter_mut())
+            .map(|(((_, x), w), out)| MatJob { w: *w, x, out })
+            .collect();
+        matmul_many(&mut jobs)?;
+        for ((l, _), y) in layers.iter().zip(outs.iter_mut()) {
+            if let Some(b) = &l.b {
+                for row in y.chunks_exact_mut(l.out) {
+                    for (v, bb) in row.iter_mut().zip(b) {
+                        *v += bb;
+                    }
                 }
             }
         }
-        Ok(y)
+        Ok(outs)
     }
 }
 
@@ -196,10 +219,30 @@ impl Ffn {
 
     /// `x`: `[t, hidden]` → `[t, hidden]`.
     pub fn forward(&self, x: &[f32], t: usize) -> Result<Vec<f32>> {
-        let mut g = self.gate.forward(x, t)?;
-        let u = self.up.forward(x, t)?;
-        ops::swiglu(&mut g, &u);
-        self.down.forward(&g, t)
+        debug_assert_eq!(x.len(), t * self.gate.inp);
+        Ok(Ffn::forward_many(&[(self, x)])?.remove(0))
+    }
+
+    /// Several FFNs on their own inputs: all gate and up projections in one parallel region,
+    /// then all down projections in another.
+    pub fn forward_many(ffns: &[(&Ffn, &[f32])]) -> Result<Vec<Vec<f32>>> {
+        let gate_up: Vec<(&Linear, &[f32])> = ffns
+            .iter()
+            .flat_map(|(f, x)| [(&f.gate, *x), (&f.up, *x)])
+            .collect();
+        let mut gu = Linear::forward_many(&gate_up)?;
+        let mut hidden = Vec::with_capacity(ffns.len());
+        for pair in gu.chunks_exact_mut(2) {
+            let (g, u) = pair.split_at_mut(1);
+            ops::swiglu(&mut g[0], &u[0]);
+            hidden.push(std::mem::take(&mut g[0]));
+        }
+        let down: Vec<(&Linear, &[f32])> = ffns
+            .iter()
+            .zip(&hidden)
+            .map(|((f, _), h)| (&f.down, h.as_slice()))
+            .collect();
+        Linear::forward_many(&down)
     }
 }
 
@@ -337,30 +380,42 @@ impl Moe {
     pub fn forward(&self, x: &[f32], t: usize, hidden: usize) -> Result<Vec<f32>> {
         let ne = self.params.n_experts;
         let logits = self.router.forward(x, t)?; // [t, n_experts]
-        let mut out = match &self.shared {
-            Some(s) => s.forward(x, t)?,
-            None => vec![0f32; t * hidden],
-        };
-        // For each expert, the tokens routed to it and their weights.
+                                                 // For each expert, the tokens routed to it and their weights.
         let mut routed: Vec<Vec<(usize, f32)>> = vec![Vec::new(); ne];
         for ti in 0..t {
             for (e, w) in self.route(&logits[ti * ne..(ti + 1) * ne]) {
                 routed[e].push((ti, w));
             }
         }
-        for (e, toks) in routed.iter().enumerate() {
-            if toks.is_empty() {
-                continue;
-            }
-            let xe: Vec<f32> = toks
-                .iter()
-                .flat_map(|&(ti, _)| x[ti * hidden..(ti + 1) * hidden].iter().copied())
-                .collect(); // [n_e, hidden]
-            let y = self.experts[e].forward(&xe, toks.len())?; // [n_e, hidden]
-            for (&(ti, w), yr) in toks.iter().zip(y.chunks_exact(hidden)) {
-                for (o, v) in out[ti * hidden..(ti + 1) * hidden].iter_mut().zip(yr) {
-                    *o += w * v;
-                }
+        let used: Vec<usize> = (0..ne).filter(|&e| !routed[e].is_empty()).collect();
+        // Each used expert's tokens, gathered: [n_e, hidden].
+        let inputs: Vec<Vec<f32>> = used
+            .iter()
+            .map(|&e| {
+                routed[e]
+                    .iter()
+                    .flat_map(|&(ti, _)| x[ti * hidden..(ti + 1) * hidden].iter().copied())
+                    .collect()
+            })
+            .collect();
+        // The shared experts and every used routed expert together, as one batch of FFNs.
+        let mut ffns: Vec<(&Ffn, &[f32])> = Vec::with_capacity(used.len() + 1);
+        if let Some(s) = &self.shared {
+            ffns.push((s, x));
+        }
+        ffns.extend(
+            used.iter()
+                .zip(&inputs)
+                .map(|(&e, xe)| (&self.experts[e], xe.as_slice())),
+        );
+        let mut ys = Ffn::forward_many(&ffns)?.into_iter();
+        let mut out = match &self.shared {
+            Some(_) => ys.next().unwrap_or_default(),
+            None => vec![0f32; t * hidden],
+        };
+        for (&e, y) in used.iter().zip(ys) {
+            for (&(ti, w), yr) in routed[e].iter().zip(y.chunks_exact(hidden)) {
+                axpy(&mut out[ti * hidden..(ti + 1) * hidden], w, yr);
             }
         }
         Ok(out)

@@ -172,9 +172,13 @@ impl Architecture for Llama {
         let mut x = embed(&self.token_embd, tokens, d)?; // [t, d]
         for (block, kv) in self.blocks.iter().zip(cache.layers.iter_mut()) {
             let h = block.attn_norm.forward(&x); // [t, d]
-            let mut q = block.wq.forward(&h, t)?; // [t, nh * hd]
-            let mut k = block.wk.forward(&h, t)?; // [t, nkv * hd]
-            let v = block.wv.forward(&h, t)?; // [t, nkv * hd]
+            let mut qkv =
+                Linear::forward_many(&[(&block.wq, &h), (&block.wk, &h), (&block.wv, &h)])?
+                    .into_iter();
+            let (mut q, mut k, v) = match (qkv.next(), qkv.next(), qkv.next()) {
+                (Some(q), Some(k), Some(v)) => (q, k, v), // [t, nh * hd], [t, nkv * hd] x2
+                _ => unreachable!("three projections in, three out"),
+            };
             if let (Some(qn), Some(kn)) = (&block.q_norm, &block.k_norm) {
                 qn.apply(&mut q); // per head: rows of hd
                 kn.apply(&mut k);

@@ -1,0 +1,164 @@
+//! Several matmuls in one parallel region: `out_j[t, n_j] = x_j[t, k_j] · w_j[n_j, k_j]ᵀ`.
+//!
+//! Decode runs many small matmuls per layer (q / k / v, gate / up, every routed expert); each
+//! separate parallel region costs a fork and a join. Here the activations of each job are
+//! quantized once (shared between jobs that read the same activations in the same format),
+//! then the rows of all jobs are cut into tasks of [`ROWS_PER_TASK`] rows and run as one
+//! parallel loop, so no thread idles while another finishes a job.
+
+use crate::dtype::{DType, KernelError};
+use crate::ops::WeightRef;
+use crate::qdot::{self, QuantActs, RowDot};
+use crate::vecf32;
+use rayon::prelude::*;
+
+/// Weight rows per task: small enough that threads share uneven work, large enough to
+/// amortise scheduling.
+pub const ROWS_PER_TASK: usize = 16;
+
+/// One matmul: `x` holds `t = x.len() / w.cols` rows; `out.len() == t * w.rows`.
+pub struct MatJob<'a> {
+    pub w: WeightRef<'a>,
+    pub x: &'a [f32],
+    pub out: &'a mut [f32],
+}
+
+/// How a job's rows are dotted with its activations.
+enum Dot<'a> {
+    Quant(RowDot<'a>),
+    /// Float weights: each row dequantized to f32, then dotted with `x`.
+    Float(&'a [f32]),
+}
+
+struct Task<'a> {
+    job: usize,
+    first_row: usize,
+    /// `[rows, t]`: row-major by weight row (the output transposed when `t > 1`).
+    dst: &'a mut [f32],
+}
+
+/// Run every job; see the module docs.
+pub fn matmul_many(jobs: &mut [MatJob<'_>]) -> Result<(), KernelError> {
+    // Shapes.
+    let mut ts = Vec::with_capacity(jobs.len());
+    for j in jobs.iter() {
+        let k = j.w.cols;
+        assert!(k > 0 && j.x.len() % k == 0, "matmul: activation shape");
+        let t = j.x.len() / k;
+        assert_eq!(j.out.len(), t * j.w.rows, "matmul: output shape");
+        ts.push(t);
+    }
+    // Quantize activations once per distinct (activations, format).
+    let mut acts: Vec<(usize, usize, Option<qdot::ActKind>, QuantActs)> = Vec::new(); // (ptr, len, kind, q)
+    let mut act_of = Vec::with_capacity(jobs.len());
+    for j in jobs.iter() {
+        let key = (
+            j.x.as_ptr() as usize,
+            j.x.len(),
+            qdot::ActKind::of(j.w.dtype),
+        );
+        let found = acts
+            .iter()
+            .position(|a| (a.0, a.1, a.2) == key && key.2.is_some());
+        act_of.push(match found {
+            Some(i) => Some(i),
+            None => match QuantActs::for_weight(j.w.dtype, j.x, j.w.cols) {
+                Some(q) => {
+                    acts.push((key.0, key.1, key.2, q));
+                    Some(acts.len() - 1)
+                }
+                None => None,
+            },
+        });
+    }
+    let table = qdot::table();
+    let dots: Vec<Dot<'_>> = jobs
+        .iter()
+        .zip(&act_of)
+        .map(|(j, a)| match a {
+            Some(i) => Dot::Quant(
+                RowDot::new(table, j.w.dtype, &acts[*i].3, j.w.cols)
+                    .expect("activations are quantized for this weight type"),
+            ),
+            None => Dot::Float(j.x),
+        })
+        .collect();
+    // Destination buffers: the output itself when t == 1, else a transposed scratch.
+    let mut scratch: Vec<Vec<f32>> = jobs
+        .iter()
+        .zip(&ts)
+        .map(|(j, &t)| {
+            if t > 1 {
+                vec![0f32; j.out.len()]
+            } else {
+                Vec::new()
+            }
+        })
+        .collect();
+    let weights: Vec<WeightRef<'_>> = jobs.iter().map(|j| j.w).collect();
+    let mut tasks: Vec<Task<'_>> = Vec::new();
+    for (ji, (j, s)) in jobs.iter_mut().zip(scratch.iter_mut()).enumerate() {
+        let t = ts[ji];
+        let buf: &mut [f32] = if t > 1 { s } else { j.out };
+        if t == 0 {
+            continue;
+        }
+        for (c, dst) in buf.chunks_mut(ROWS_PER_TASK * t).enumerate() {
+            tasks.push(Task {
+                job: ji,
+                first_row: c * ROWS_PER_TASK,
+                dst,
+            });
+        }
+    }
+    let max_k = weights.iter().map(|w| w.cols).max().unwrap_or(0);
+    let float = weights.iter().any(|w| !w.dtype.is_quantized_for_dot());
+    tasks.into_par_iter().try_for_each_init(
+        || vec![0f32; if float { max_k } else { 0 }],
+        |row_f32, task| -> Result<(), KernelError> {
+            let w = &weights[task.job];
+            let t = ts[task.job];
+            let rb = w.row_bytes();
+            for (i, d) in task.dst.chunks_exact_mut(t).enumerate() {
+                let r = task.first_row + i;
+                let wr = &w.data[r * rb..(r + 1) * rb];
+                match &dots[task.job] {
+                    Dot::Quant(rd) => {
+                        for (ti, o) in d.iter_mut().enumerate() {
+                            *o = rd.dot(wr, ti);
+                        }
+                    }
+                    Dot::Float(x) => {
+                        let k = w.cols;
+                        let row = &mut row_f32[..k];
+                        w.dtype.dequantize_row(wr, row)?;
+                        for (ti, o) in d.iter_mut().enumerate() {
+                            *o = vecf32::dot(&x[ti * k..(ti + 1) * k], row);
+                        }
+                    }
+                }
+            }
+            Ok(())
+        },
+    )?;
+    // Transpose the batched results into place.
+    for (ji, j) in jobs.iter_mut().enumerate() {
+        let (t, n) = (ts[ji], j.w.rows);
+        if t > 1 {
+            let s = &scratch[ji];
+            for r in 0..n {
+                for ti in 0..t {
+                    j.out[ti * n + r] = s[r * t + ti];
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+impl DType {
+    /// Whether matmuls against this type run on the integer kernels.
+    pub fn is_quantized_for_dot(self) -> bool {
+        qdot::ActKind::of(self).is_some()
+    }
+}

@@ -1,0 +1,100 @@
+//! `matmul_many` against the f32 reference matmul, job by job: mixed weight types (integer and
+//! float kernels), one and several tokens, jobs sharing their activations, uneven row counts.
+
+use half::f16;
+use mixture_kernels::matmul::{matmul_many, MatJob};
+use mixture_kernels::ops::{matmul_reference, WeightRef};
+use mixture_kernels::DType;
+
+fn weight(t: DType, rows: usize, k: usize, seed: u64) -> Vec<u8> {
+    let mut s = seed;
+    let mut next = move || {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        s
+    };
+    let bb = t.block_bytes();
+    let mut w: Vec<u8> = (0..rows * k / t.block_size() * bb)
+        .map(|_| next() as u8)
+        .collect();
+    match t {
+        DType::F32 => {
+            for c in w.chunks_exact_mut(4) {
+                let v = ((next() % 2001) as f32 - 1000.0) / 1000.0;
+                c.copy_from_slice(&v.to_le_bytes());
+            }
+        }
+        DType::F16 => {
+            for c in w.chunks_exact_mut(2) {
+                let v = ((next() % 2001) as f32 - 1000.0) / 1000.0;
+                c.copy_from_slice(&f16::from_f32(v).to_le_bytes());
+            }
+        }
+        _ => {
+            // The scale fields sit at offset 0 (and 2) for these formats.
+            for b in w.chunks_exact_mut(bb) {
+                b[0..2].copy_from_slice(&f16::from_f32(0.01).to_le_bytes());
+                b[2..4].copy_from_slice(&f16::from_f32(-0.02).to_le_bytes());
+            }
+        }
+    }
+    w
+}
+
+#[test]
+fn many_jobs_equal_the_reference_one_by_one() {
+    let k = 256;
+    let specs = [
+        (DType::Q4_0, 37),
+        (DType::Q8_0, 16),
+        (DType::Q4_1, 5),
+        (DType::Q4K, 40),
+        (DType::F16, 19),
+        (DType::F32, 3),
+    ];
+    for t in [1usize, 3] {
+        let xa: Vec<f32> = (0..t * k)
+            .map(|i| ((i * 7 % 23) as f32 - 11.0) / 5.0)
+            .collect();
+        let xb: Vec<f32> = (0..t * k)
+            .map(|i| ((i * 5 % 19) as f32 - 9.0) / 3.0)
+            .collect();
+        let ws: Vec<Vec<u8>> = specs
+            .iter()
+            .enumerate()
+            .map(|(i, &(d, n))| weight(d, n, k, 1 + i as u64))
+            .collect();
+        let refs: Vec<WeightRef<'_>> = specs
+            .iter()
+            .zip(&ws)
+            .map(|(&(d, n), w)| WeightRef::new(d, n, k, w).unwrap())
+            .collect();
+        let mut outs: Vec<Vec<f32>> = specs.iter().map(|&(_, n)| vec![0f32; n * t]).collect();
+        let mut jobs: Vec<MatJob<'_>> = refs
+            .iter()
+            .zip(outs.iter_mut())
+            .enumerate()
+            .map(|(i, (w, out))| MatJob {
+                w: *w,
+                // Jobs 0, 2, 4 share `xa`: quantized once per format.
+                x: if i % 2 == 0 { &xa } else { &xb },
+                out,
+            })
+            .collect();
+        matmul_many(&mut jobs).unwrap();
+        for (i, (w, out)) in refs.iter().zip(&outs).enumerate() {
+            let x = if i % 2 == 0 { &xa } else { &xb };
+            let mut want = vec![0f32; w.rows * t];
+            matmul_reference(x, t, w, &mut want).unwrap();
+            for (a, b) in out.iter().zip(&want) {
+                assert!(
+                    (a - b).abs() <= 1e-4 * b.abs().max(1.0),
+                    "{:?} t={t}: {a} vs {b}",
+                    w.dtype
+                );
+            }
+            assert!(out.iter().any(|v| *v != 0.0), "{:?}: all zero", w.dtype);
+        }
+    }
+}
