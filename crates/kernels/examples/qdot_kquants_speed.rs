@@ -1,0 +1,173 @@
+//! Single-thread speed of the K-quant dot products, per format and instruction set, in GB/s of
+//! weight bytes read: once with a weight much larger than L2 (64 MiB by default, streamed from
+//! RAM or L3) and once with 256 KiB that stays in L2. Instruction sets are timed in turns and
+//! the best pass of each is kept, so load from other processes mostly drops out. The `(read)`
+//! rows are the reference: a plain pass summing the same number of bytes, without and with the
+//! software prefetch the kernels issue.
+//!
+//! `cargo run -p mixture-kernels --release --example qdot_kquants_speed [BIG_MIB [ROUNDS]]`
+
+use mixture_kernels::qdot::{DotTable, Isa, QuantActs, RowDot};
+use mixture_kernels::DType;
+use std::hint::black_box;
+use std::time::Instant;
+
+/// Columns of every row (16 super-blocks).
+const K: usize = 4096;
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+/// Byte offsets of the f16 scales in each format's block.
+fn f16_fields(t: DType) -> &'static [usize] {
+    match t {
+        DType::Q4K | DType::Q5K => &[0, 2],
+        DType::Q2K => &[80, 82],
+        DType::Q3K => &[108],
+        DType::Q6K => &[208],
+        _ => unreachable!(),
+    }
+}
+
+/// Random blocks with small normal f16 scales, `bytes` rounded down to whole rows.
+fn weight(t: DType, bytes: usize, rng: &mut Rng) -> Vec<u8> {
+    let rb = t.row_bytes(K).unwrap();
+    let n = bytes / rb * rb;
+    let mut w: Vec<u8> = Vec::with_capacity(n);
+    for _ in 0..n / 8 {
+        w.extend_from_slice(&rng.next().to_le_bytes());
+    }
+    w.resize(n, 0);
+    let scale = half::f16::from_f32(0.01).to_le_bytes();
+    for b in w.chunks_exact_mut(t.block_bytes()) {
+        for &o in f16_fields(t) {
+            b[o..o + 2].copy_from_slice(&scale);
+        }
+    }
+    w
+}
+
+/// Seconds for `passes` passes of one dot per row over `w`.
+fn run(f: &RowDot, w: &[u8], rb: usize, passes: usize) -> f64 {
+    let t0 = Instant::now();
+    for _ in 0..passes {
+        let mut s = 0f32;
+        for row in w.chunks_exact(rb) {
+            s += f.dot(black_box(row), 0);
+        }
+        black_box(s);
+    }
+    t0.elapsed().as_secs_f64()
+}
+
+/// Seconds for one pass summing `w` as u64 words (the bus speed one thread sees).
+fn read(w: &[u8]) -> f64 {
+    let t0 = Instant::now();
+    let s = black_box(w)
+        .chunks_exact(8)
+        .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
+        .fold(0u64, u64::wrapping_add);
+    black_box(s);
+    t0.elapsed().as_secs_f64()
+}
+
+/// As [`read`], with the software prefetch the kernels issue (every line, 4 KiB ahead).
+fn read_prefetched(w: &[u8]) -> f64 {
+    let t0 = Instant::now();
+    let mut s = 0u64;
+    for (i, part) in black_box(w).chunks(1024).enumerate() {
+        #[cfg(target_arch = "x86_64")]
+        for l in 0..16 {
+            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+            let p = w.as_ptr().wrapping_add(1024 * i + 64 * l + 4096);
+            // SAFETY: a prefetch never faults, whatever the address.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(p as *const i8) };
+        }
+        s = part
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
+            .fold(s, u64::wrapping_add);
+    }
+    black_box(s);
+    t0.elapsed().as_secs_f64()
+}
+
+fn main() {
+    let arg = |i: usize, d: usize| {
+        std::env::args()
+            .nth(i)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(d)
+    };
+    let (big_mib, rounds) = (arg(1, 64), arg(2, 10));
+    let isas = Isa::available();
+    let mut rng = Rng(0x9e3779b97f4a7c15);
+    let x: Vec<f32> = (0..K)
+        .map(|_| (rng.next() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0)
+        .collect();
+    let gbs = |bytes: usize, s: f64| bytes as f64 / s / 1e9;
+    println!("single thread, GB/s of weight bytes read (k = {K}, best of {rounds} rounds)");
+    println!(
+        "{:<8}{:>8}{:>12}{:>12}",
+        "format",
+        "isa",
+        format!("{big_mib} MiB"),
+        "256 KiB"
+    );
+    // The bus reference: plain passes over the same amount of bytes.
+    let big = weight(DType::Q4K, big_mib << 20, &mut rng);
+    let small = weight(DType::Q4K, 256 << 10, &mut rng);
+    for (name, f) in [
+        ("u64 sum", read as fn(&[u8]) -> f64),
+        ("+ pref.", read_prefetched),
+    ] {
+        let (mut tb, mut ts) = (f64::MAX, f64::MAX);
+        for _ in 0..rounds {
+            tb = tb.min(f(&big));
+            ts = ts.min((0..100).map(|_| f(&small)).sum::<f64>() / 100.0);
+        }
+        let (b, s) = (gbs(big.len(), tb), gbs(small.len(), ts));
+        println!("{:<8}{name:>8}{b:>12.2}{s:>12.2}", "(read)");
+    }
+    drop((big, small));
+    for t in [DType::Q4K, DType::Q6K, DType::Q5K, DType::Q3K, DType::Q2K] {
+        let rb = t.row_bytes(K).unwrap();
+        let big = weight(t, big_mib << 20, &mut rng);
+        let small = weight(t, 256 << 10, &mut rng);
+        let acts = QuantActs::for_weight(t, &x, K).unwrap();
+        let tables: Vec<DotTable> = isas
+            .iter()
+            .map(|&i| DotTable::for_isa(i).unwrap())
+            .collect();
+        let dots: Vec<RowDot> = tables
+            .iter()
+            .map(|tb| RowDot::new(tb, t, &acts, K).unwrap())
+            .collect();
+        // Cached: many short timings (about 2 ms each), so some fall between interruptions.
+        let inner: Vec<usize> = dots
+            .iter()
+            .map(|f| ((0.002 / run(f, &small, rb, 3) * 3.0) as usize).max(1))
+            .collect();
+        let mut best = vec![(f64::MAX, f64::MAX); dots.len()];
+        for _ in 0..rounds {
+            for ((f, &n), b) in dots.iter().zip(&inner).zip(&mut best) {
+                b.0 = b.0.min(run(f, &big, rb, 1));
+                for _ in 0..10 {
+                    b.1 = b.1.min(run(f, &small, rb, n) / n as f64);
+                }
+            }
+        }
+        for (isa, (tb, ts)) in isas.iter().zip(best) {
+            let (b, s) = (gbs(big.len(), tb), gbs(small.len(), ts));
+            let name = format!("{isa:?}").to_lowercase();
+            println!("{:<8}{name:>8}{b:>12.2}{s:>12.2}", format!("{t:?}"));
+        }
+    }
+}
