@@ -77,9 +77,12 @@ pub fn axpy_scalar(y: &mut [f32], alpha: f32, x: &[f32]) {
     }
 }
 
-/// The SIMD versions, for tests against the twins.
-pub fn available() -> Vec<(&'static str, fn(&[f32], &[f32]) -> f32)> {
-    let mut v: Vec<(&'static str, fn(&[f32], &[f32]) -> f32)> = vec![("scalar", dot_scalar)];
+/// A dot product kernel, safe to call.
+pub type SafeDot = fn(&[f32], &[f32]) -> f32;
+
+/// The dot products this CPU can run, by name, for tests against the twin.
+pub fn available() -> Vec<(&'static str, SafeDot)> {
+    let mut v: Vec<(&'static str, SafeDot)> = vec![("scalar", dot_scalar)];
     #[cfg(target_arch = "x86_64")]
     {
         if crate::qdot::x86::has_avx2() {
