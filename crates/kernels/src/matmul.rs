@@ -123,11 +123,7 @@ pub fn matmul_many(jobs: &mut [MatJob<'_>]) -> Result<(), KernelError> {
                 let r = task.first_row + i;
                 let wr = &w.data[r * rb..(r + 1) * rb];
                 match &dots[task.job] {
-                    Dot::Quant(rd) => {
-                        for (ti, o) in d.iter_mut().enumerate() {
-                            *o = rd.dot(wr, ti);
-                        }
-                    }
+                    Dot::Quant(rd) => rd.dot_rows(wr, 0, d),
                     Dot::Float(x) => {
                         let k = w.cols;
                         let row = &mut row_f32[..k];

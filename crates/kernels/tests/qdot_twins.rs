@@ -132,7 +132,7 @@ fn exact(t: DType, row: &[u8], k: usize, acts: &QuantActs, i: usize) -> (f64, f6
 fn check_format(t: DType, table: &DotTable, rng: &mut Rng) {
     let k = 1024;
     let rows = 6;
-    let tokens = 3;
+    let tokens = 6; // one multi-row call of 4, one of 2
     let w = random_weight(t, rows, k, rng);
     let x = random_acts(tokens * k, rng);
     let acts = QuantActs::for_weight(t, &x, k).expect("quantized format");
@@ -141,6 +141,8 @@ fn check_format(t: DType, table: &DotTable, rng: &mut Rng) {
     let rb = t.row_bytes(k).unwrap();
     for r in 0..rows {
         let row = &w[r * rb..(r + 1) * rb];
+        let mut multi = vec![0f32; tokens];
+        fast.dot_rows(row, 0, &mut multi);
         for i in 0..tokens {
             let (want, mag) = exact(t, row, k, &acts, i);
             let s = scalar.dot(row, i);
@@ -152,6 +154,12 @@ fn check_format(t: DType, table: &DotTable, rng: &mut Rng) {
             assert!(
                 (f - s).abs() as f64 <= 1e-5 * mag + 1e-30,
                 "{t:?} {:?} row {r} token {i}: {f} vs scalar {s} (scale {mag})",
+                table.isa
+            );
+            let m = multi[i];
+            assert!(
+                (m - s).abs() as f64 <= 1e-5 * mag + 1e-30,
+                "{t:?} {:?} multi-row: row {r} token {i}: {m} vs scalar {s} (scale {mag})",
                 table.isa
             );
         }

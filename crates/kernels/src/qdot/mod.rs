@@ -138,9 +138,36 @@ pub type DotQ8_0 = unsafe fn(w: &[u8], a: &[BlockQ8_0x]) -> f32;
 pub type DotQ8_1 = unsafe fn(w: &[u8], a: &[BlockQ8_1x]) -> f32;
 pub type DotQ8K = unsafe fn(w: &[u8], a: &[BlockQ8Kx]) -> f32;
 
+/// Dot products of one weight row with several activation rows at once (prefill): `a` holds
+/// `out.len()` rows of `a.len() / out.len()` blocks each, back to back; `out[i] = w · row i`.
+/// The weight row is unpacked once per block for all of them. `out.len()` is 1..=[`MAX_N`].
+pub type DotQ8_0N = unsafe fn(w: &[u8], a: &[BlockQ8_0x], out: &mut [f32]);
+pub type DotQ8_1N = unsafe fn(w: &[u8], a: &[BlockQ8_1x], out: &mut [f32]);
+pub type DotQ8KN = unsafe fn(w: &[u8], a: &[BlockQ8Kx], out: &mut [f32]);
+
+/// The most activation rows one multi-row kernel call takes.
+pub const MAX_N: usize = 4;
+
+/// Multi-row kernels, where an instruction set has them (else rows go one by one).
+#[derive(Clone, Copy, Default)]
+pub struct DotTableN {
+    pub q4_0: Option<DotQ8_0N>,
+    pub q5_0: Option<DotQ8_0N>,
+    pub q8_0: Option<DotQ8_0N>,
+    pub q4_1: Option<DotQ8_1N>,
+    pub q5_1: Option<DotQ8_1N>,
+    pub q2k: Option<DotQ8KN>,
+    pub q3k: Option<DotQ8KN>,
+    pub q4k: Option<DotQ8KN>,
+    pub q5k: Option<DotQ8KN>,
+    pub q6k: Option<DotQ8KN>,
+}
+
 /// One dot product per weight format, all for the same instruction set.
 #[derive(Clone, Copy)]
 pub struct DotTable {
+    /// Multi-row versions (prefill).
+    pub n: DotTableN,
     pub isa: Isa,
     pub q4_0: DotQ8_0,
     pub q5_0: DotQ8_0,
@@ -273,9 +300,9 @@ pub struct RowDot<'a> {
 
 #[derive(Clone, Copy)]
 enum RowDotKind<'a> {
-    Q8_0(DotQ8_0, &'a [BlockQ8_0x]),
-    Q8_1(DotQ8_1, &'a [BlockQ8_1x]),
-    Q8K(DotQ8K, &'a [BlockQ8Kx]),
+    Q8_0(DotQ8_0, Option<DotQ8_0N>, &'a [BlockQ8_0x]),
+    Q8_1(DotQ8_1, Option<DotQ8_1N>, &'a [BlockQ8_1x]),
+    Q8K(DotQ8K, Option<DotQ8KN>, &'a [BlockQ8Kx]),
 }
 
 impl<'a> RowDot<'a> {
@@ -283,16 +310,16 @@ impl<'a> RowDot<'a> {
     /// activations were quantized for another format.
     pub fn new(t: &DotTable, w: DType, acts: &'a QuantActs, k: usize) -> Option<RowDot<'a>> {
         let kind = match (w, acts) {
-            (DType::Q4_0, QuantActs::Q8_0(a)) => RowDotKind::Q8_0(t.q4_0, a),
-            (DType::Q5_0, QuantActs::Q8_0(a)) => RowDotKind::Q8_0(t.q5_0, a),
-            (DType::Q8_0, QuantActs::Q8_0(a)) => RowDotKind::Q8_0(t.q8_0, a),
-            (DType::Q4_1, QuantActs::Q8_1(a)) => RowDotKind::Q8_1(t.q4_1, a),
-            (DType::Q5_1, QuantActs::Q8_1(a)) => RowDotKind::Q8_1(t.q5_1, a),
-            (DType::Q2K, QuantActs::Q8K(a)) => RowDotKind::Q8K(t.q2k, a),
-            (DType::Q3K, QuantActs::Q8K(a)) => RowDotKind::Q8K(t.q3k, a),
-            (DType::Q4K, QuantActs::Q8K(a)) => RowDotKind::Q8K(t.q4k, a),
-            (DType::Q5K, QuantActs::Q8K(a)) => RowDotKind::Q8K(t.q5k, a),
-            (DType::Q6K, QuantActs::Q8K(a)) => RowDotKind::Q8K(t.q6k, a),
+            (DType::Q4_0, QuantActs::Q8_0(a)) => RowDotKind::Q8_0(t.q4_0, t.n.q4_0, a),
+            (DType::Q5_0, QuantActs::Q8_0(a)) => RowDotKind::Q8_0(t.q5_0, t.n.q5_0, a),
+            (DType::Q8_0, QuantActs::Q8_0(a)) => RowDotKind::Q8_0(t.q8_0, t.n.q8_0, a),
+            (DType::Q4_1, QuantActs::Q8_1(a)) => RowDotKind::Q8_1(t.q4_1, t.n.q4_1, a),
+            (DType::Q5_1, QuantActs::Q8_1(a)) => RowDotKind::Q8_1(t.q5_1, t.n.q5_1, a),
+            (DType::Q2K, QuantActs::Q8K(a)) => RowDotKind::Q8K(t.q2k, t.n.q2k, a),
+            (DType::Q3K, QuantActs::Q8K(a)) => RowDotKind::Q8K(t.q3k, t.n.q3k, a),
+            (DType::Q4K, QuantActs::Q8K(a)) => RowDotKind::Q8K(t.q4k, t.n.q4k, a),
+            (DType::Q5K, QuantActs::Q8K(a)) => RowDotKind::Q8K(t.q5k, t.n.q5k, a),
+            (DType::Q6K, QuantActs::Q8K(a)) => RowDotKind::Q8K(t.q6k, t.n.q6k, a),
             _ => return None,
         };
         let nb = k / w.block_size();
@@ -308,9 +335,33 @@ impl<'a> RowDot<'a> {
         // slicing below bounds-checks.
         unsafe {
             match self.kind {
-                RowDotKind::Q8_0(f, a) => f(w_row, &a[i * nb..(i + 1) * nb]),
-                RowDotKind::Q8_1(f, a) => f(w_row, &a[i * nb..(i + 1) * nb]),
-                RowDotKind::Q8K(f, a) => f(w_row, &a[i * nb..(i + 1) * nb]),
+                RowDotKind::Q8_0(f, _, a) => f(w_row, &a[i * nb..(i + 1) * nb]),
+                RowDotKind::Q8_1(f, _, a) => f(w_row, &a[i * nb..(i + 1) * nb]),
+                RowDotKind::Q8K(f, _, a) => f(w_row, &a[i * nb..(i + 1) * nb]),
+            }
+        }
+    }
+
+    /// `out[j] = w_row · acts[first + j]` for every `j`, [`MAX_N`] rows per kernel call where
+    /// the instruction set has a multi-row kernel for this format.
+    pub fn dot_rows(&self, w_row: &[u8], first: usize, out: &mut [f32]) {
+        let nb = self.nb;
+        for (c, o) in out.chunks_mut(MAX_N).enumerate() {
+            let i0 = first + c * MAX_N;
+            let rows = i0 * nb..(i0 + o.len()) * nb;
+            // SAFETY: as in `dot`; the multi-row kernels read `o.len()` rows of `nb` blocks,
+            // which the slicing bounds-checks.
+            unsafe {
+                match self.kind {
+                    RowDotKind::Q8_0(_, Some(f), a) => f(w_row, &a[rows], o),
+                    RowDotKind::Q8_1(_, Some(f), a) => f(w_row, &a[rows], o),
+                    RowDotKind::Q8K(_, Some(f), a) => f(w_row, &a[rows], o),
+                    _ => {
+                        for (j, v) in o.iter_mut().enumerate() {
+                            *v = self.dot(w_row, i0 + j);
+                        }
+                    }
+                }
             }
         }
     }
