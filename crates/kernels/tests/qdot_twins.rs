@@ -143,7 +143,7 @@ fn check_format(t: DType, table: &DotTable, rng: &mut Rng) {
         let row = &w[r * rb..(r + 1) * rb];
         let mut multi = vec![0f32; tokens];
         fast.dot_rows(row, 0, &mut multi);
-        for i in 0..tokens {
+        for (i, &m) in multi.iter().enumerate() {
             let (want, mag) = exact(t, row, k, &acts, i);
             let s = scalar.dot(row, i);
             assert!(
@@ -156,7 +156,6 @@ fn check_format(t: DType, table: &DotTable, rng: &mut Rng) {
                 "{t:?} {:?} row {r} token {i}: {f} vs scalar {s} (scale {mag})",
                 table.isa
             );
-            let m = multi[i];
             assert!(
                 (m - s).abs() as f64 <= 1e-5 * mag + 1e-30,
                 "{t:?} {:?} multi-row: row {r} token {i}: {m} vs scalar {s} (scale {mag})",
