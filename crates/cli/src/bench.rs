@@ -63,6 +63,9 @@ pub fn bench(a: BenchArgs, n_threads: usize) -> Result<()> {
     if a.repetitions == 0 {
         bail!("--repetitions must be at least 1");
     }
+    if !(1..=16384).contains(&a.bandwidth_mib) {
+        bail!("--bandwidth-mib must be between 1 and 16384");
+    }
     let path = a.model.path()?;
     let loaded = mixture_model::load(&path)?;
     let fp = Footprint::of(&loaded.spec.hparams, &loaded.weights);

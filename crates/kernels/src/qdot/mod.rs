@@ -77,6 +77,15 @@ impl Default for BlockQ8Kx {
     }
 }
 
+/// Round to the nearest integer, ties to even (as `f32::round_ties_even`) for |v| < 2^22,
+/// without a libm call: adding 1.5 * 2^23 leaves no fraction bits in the sum, so the FPU's
+/// default rounding does the work (ggml's `nearest_int` trick).
+#[inline(always)]
+fn round_even(v: f32) -> f32 {
+    const MAGIC: f32 = 12582912.0;
+    (v + MAGIC) - MAGIC
+}
+
 /// Quantize `x` (a multiple of 32 long) to Q8_0 blocks, as llama.cpp's `quantize_row_q8_0`.
 pub fn quantize_q8_0(x: &[f32], out: &mut [BlockQ8_0x]) {
     for (b, o) in x.chunks_exact(32).zip(out.iter_mut()) {
@@ -84,7 +93,7 @@ pub fn quantize_q8_0(x: &[f32], out: &mut [BlockQ8_0x]) {
         let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
         o.d = f16::from_f32(amax / 127.0).to_f32();
         for (q, v) in o.qs.iter_mut().zip(b) {
-            *q = (v * id).round_ties_even() as i8;
+            *q = round_even(v * id) as i8;
         }
     }
 }
@@ -97,7 +106,7 @@ pub fn quantize_q8_1(x: &[f32], out: &mut [BlockQ8_1x]) {
         let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
         let mut sum = 0i32;
         for (q, v) in o.qs.iter_mut().zip(b) {
-            *q = (v * id).round_ties_even() as i8;
+            *q = round_even(v * id) as i8;
             sum += *q as i32;
         }
         o.d = f16::from_f32(d).to_f32();
@@ -122,7 +131,7 @@ pub fn quantize_q8k(x: &[f32], out: &mut [BlockQ8Kx]) {
         }
         let iscale = -127.0 / max;
         for (q, v) in o.qs.iter_mut().zip(b) {
-            *q = (iscale * v).round_ties_even().min(127.0) as i8;
+            *q = round_even(iscale * v).min(127.0) as i8;
         }
         for (s, g) in o.bsums.iter_mut().zip(o.qs.chunks_exact(16)) {
             *s = g.iter().map(|&q| q as i16).sum();
@@ -363,6 +372,22 @@ impl<'a> RowDot<'a> {
                     }
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::round_even;
+
+    #[test]
+    fn round_even_matches_round_ties_even() {
+        for i in -300_000..300_000 {
+            let v = i as f32 / 1024.0;
+            assert_eq!(round_even(v), v.round_ties_even(), "{v}");
+        }
+        for v in [0.5f32, 1.5, 2.5, -0.5, -1.5, 126.5, -127.5, 127.49998] {
+            assert_eq!(round_even(v), v.round_ties_even(), "{v}");
         }
     }
 }
