@@ -215,21 +215,29 @@ impl Architecture for Deepseek2 {
             }
             kv.k.extend_from_slice(&ckv);
             let n_pos = kv.k.len() / kw;
-            let mut attn = vec![0f32; t * nh * vd]; // [t, nh * vd]
-            let cache_k = &kv.k;
-            // Heads in parallel; each returns its output [t, vd].
-            let heads = block
-                .k_b
-                .par_iter()
-                .zip(&block.v_b)
-                .enumerate()
-                .map(|(head, (k_b, v_b))| -> Result<Vec<f32>> {
-                    // q_nope of this head for all tokens: [t, nope] → absorbed [t, lora].
-                    let q_nope: Vec<f32> = (0..t)
+            // Absorb the key up-projection into the queries: per head, [t, nope] → [t, lora];
+            // all heads in one parallel region.
+            let q_nope: Vec<Vec<f32>> = (0..nh)
+                .map(|head| {
+                    (0..t)
                         .flat_map(|ti| q[(ti * nh + head) * qd..][..nope].iter().copied())
-                        .collect();
-                    let q_abs = k_b.forward(&q_nope, t)?;
-                    let mut latent = vec![0f32; t * lora]; // Σ_p a_p c_p, [t, lora]
+                        .collect()
+                })
+                .collect();
+            let jobs: Vec<(&Linear, &[f32])> = block
+                .k_b
+                .iter()
+                .zip(&q_nope)
+                .map(|(l, x)| (l, x.as_slice()))
+                .collect();
+            let q_abs = Linear::forward_many(&jobs)?; // nh x [t, lora]
+                                                      // Attention over the latent cache, heads in parallel: Σ_p a_p c_p, [t, lora].
+            let cache_k = &kv.k;
+            let latents: Vec<Vec<f32>> = q_abs
+                .par_iter()
+                .enumerate()
+                .map(|(head, q_abs)| {
+                    let mut latent = vec![0f32; t * lora];
                     let mut scores = vec![0f32; n_pos];
                     for ti in 0..t {
                         let visible = n_pos - t + ti + 1;
@@ -245,9 +253,18 @@ impl Architecture for Deepseek2 {
                             axpy(out, w, &cache_k[p * kw..p * kw + lora]);
                         }
                     }
-                    v_b.forward(&latent, t) // [t, vd]
+                    latent
                 })
-                .collect::<Result<Vec<_>>>()?;
+                .collect();
+            // The value up-projection, all heads in one region: [t, lora] → [t, vd].
+            let jobs: Vec<(&Linear, &[f32])> = block
+                .v_b
+                .iter()
+                .zip(&latents)
+                .map(|(l, x)| (l, x.as_slice()))
+                .collect();
+            let heads = Linear::forward_many(&jobs)?;
+            let mut attn = vec![0f32; t * nh * vd]; // [t, nh * vd]
             for (head, o) in heads.iter().enumerate() {
                 for ti in 0..t {
                     attn[(ti * nh + head) * vd..][..vd].copy_from_slice(&o[ti * vd..(ti + 1) * vd]);
