@@ -134,23 +134,38 @@ macro_rules! legacy_kernel {
             let nb = a.len();
             check_row(w, BYTES, nb);
             let off = _mm256_set1_epi8($offset);
-            let mut acc = _mm256_setzero_ps();
-            #[allow(unused_mut)]
-            let mut summs = 0f32;
-            for (i, y) in a.iter().enumerate() {
-                let $b = w.as_ptr().add(i * BYTES);
-                prefetch($b);
-                let q: __m256i = $unpack;
-                let ya = _mm256_loadu_si256(y.qs.as_ptr() as *const __m256i);
-                let mut isum = $dot(q, ya);
-                if $offset != 0 {
-                    isum = _mm256_sub_epi32(isum, $dot(off, ya));
-                }
-                let d = f16_at($b) * y.d;
-                acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(isum), acc);
-                legacy_kernel!(@m $with_m, summs, $b, $blk, y);
+            // Block `i` into the accumulators `acc` (f32 lanes) and `summs` (the offset term).
+            macro_rules! step {
+                ($i:expr, $acc:ident, $summs:ident) => {{
+                    let y = &a[$i];
+                    let $b = w.as_ptr().add($i * BYTES);
+                    prefetch($b);
+                    let q: __m256i = $unpack;
+                    let ya = _mm256_loadu_si256(y.qs.as_ptr() as *const __m256i);
+                    let mut isum = $dot(q, ya);
+                    if $offset != 0 {
+                        isum = _mm256_sub_epi32(isum, $dot(off, ya));
+                    }
+                    let d = f16_at($b) * y.d;
+                    $acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(isum), $acc);
+                    legacy_kernel!(@m $with_m, $summs, $b, $blk, y);
+                }};
             }
-            hsum(acc) + summs
+            // Two independent accumulator pairs, so consecutive blocks do not wait on each
+            // other's FMA (its latency, not the bus, bounds one chain).
+            let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+            #[allow(unused_mut)]
+            let (mut s0, mut s1) = (0f32, 0f32);
+            let mut i = 0;
+            while i + 1 < nb {
+                step!(i, acc0, s0);
+                step!(i + 1, acc1, s1);
+                i += 2;
+            }
+            if i < nb {
+                step!(i, acc0, s0);
+            }
+            hsum(_mm256_add_ps(acc0, acc1)) + (s0 + s1)
         }
     };
     (@m true, $summs:ident, $b:ident, $blk:ty, $y:ident) => {
@@ -260,17 +275,29 @@ macro_rules! q8_0_kernel {
         unsafe fn $name(w: &[u8], a: &[BlockQ8_0x]) -> f32 {
             const BYTES: usize = size_of::<BlockQ8_0>();
             check_row(w, BYTES, a.len());
-            let mut acc = _mm256_setzero_ps();
-            for (i, y) in a.iter().enumerate() {
-                let b = w.as_ptr().add(i * BYTES);
-                prefetch(b);
-                let wq = _mm256_loadu_si256(b.add(offset_of!(BlockQ8_0, qs)) as *const __m256i);
-                let ya = _mm256_loadu_si256(y.qs.as_ptr() as *const __m256i);
-                let isum = $dot(_mm256_sign_epi8(wq, wq), _mm256_sign_epi8(ya, wq));
-                let d = f16_at(b) * y.d;
-                acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(isum), acc);
+            macro_rules! step {
+                ($i:expr, $acc:ident) => {{
+                    let y = &a[$i];
+                    let b = w.as_ptr().add($i * BYTES);
+                    prefetch(b);
+                    let wq = _mm256_loadu_si256(b.add(offset_of!(BlockQ8_0, qs)) as *const __m256i);
+                    let ya = _mm256_loadu_si256(y.qs.as_ptr() as *const __m256i);
+                    let isum = $dot(_mm256_sign_epi8(wq, wq), _mm256_sign_epi8(ya, wq));
+                    let d = f16_at(b) * y.d;
+                    $acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(isum), $acc);
+                }};
             }
-            hsum(acc)
+            let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+            let mut i = 0;
+            while i + 1 < a.len() {
+                step!(i, acc0);
+                step!(i + 1, acc1);
+                i += 2;
+            }
+            if i < a.len() {
+                step!(i, acc0);
+            }
+            hsum(_mm256_add_ps(acc0, acc1))
         }
     };
 }
