@@ -108,7 +108,7 @@ pub fn bench(a: BenchArgs, n_threads: usize) -> Result<()> {
         let ids = token_ids(a.n_prompt, vocab, seed);
         let mut s = Session::new(model.as_ref());
         let t = Instant::now();
-        s.feed(&ids)?;
+        s.feed_last(&ids)?;
         Ok(a.n_prompt as f64 / t.elapsed().as_secs_f64())
     };
     let tg = |seed: u64| -> Result<f64> {
@@ -116,7 +116,7 @@ pub fn bench(a: BenchArgs, n_threads: usize) -> Result<()> {
         let mut s = Session::new(model.as_ref());
         let t = Instant::now();
         for &id in &ids {
-            s.feed(&[id])?;
+            s.feed_last(&[id])?;
         }
         Ok(a.n_gen as f64 / t.elapsed().as_secs_f64())
     };

@@ -130,12 +130,10 @@ impl<'m> Conversation<'m> {
         self.session.truncate(common);
         self.cached.truncate(common);
         let start = Instant::now();
-        let logits = self.session.feed(&ids[common..])?;
+        let mut last = self.session.feed_last(&ids[common..])?;
         self.cached.extend_from_slice(&ids[common..]);
         r.prompt_computed = ids.len() - common;
         r.prompt_seconds = start.elapsed().as_secs_f64();
-        let vocab = logits.len() / r.prompt_computed;
-        let mut last = logits[logits.len() - vocab..].to_vec();
 
         let start = Instant::now();
         let mut sampler = Sampler::new(self.params.clone());
@@ -160,7 +158,7 @@ impl<'m> Conversation<'m> {
             if self.stop_ids.contains(&tok) {
                 // The end-of-turn token belongs in the history the template will re-render.
                 self.cached.push(tok);
-                let _ = self.session.feed(&[tok])?;
+                let _ = self.session.feed_last(&[tok])?;
                 break;
             }
             r.generated += 1;
@@ -182,9 +180,8 @@ impl<'m> Conversation<'m> {
             if self.session.len() + next.len() > self.context_len() {
                 break;
             }
-            let logits = self.session.feed(&next)?;
+            last = self.session.feed_last(&next)?;
             self.cached.extend_from_slice(&next);
-            last = logits[logits.len() - vocab..].to_vec();
         }
         let tail = decoder.finish();
         route(splitter.push(&tail), &mut r);

@@ -3,7 +3,7 @@
 use crate::sampler::Sampler;
 use crate::{EngineError, Result};
 use mixture_kernels::ops::log_softmax_at;
-use mixture_model::arch::Architecture;
+use mixture_model::arch::{Architecture, Logits};
 use mixture_model::{KvCache, ModelError};
 
 /// Why generation stopped.
@@ -70,9 +70,22 @@ impl<'m> Session<'m> {
     /// Run `ids` through the model; returns logits `[ids.len(), vocab]`. The cache is left
     /// unchanged on error.
     pub fn feed(&mut self, ids: &[u32]) -> Result<Vec<f32>> {
+        self.feed_with(ids, Logits::All)
+    }
+
+    /// Run `ids` through the model; returns the last token's logits `[vocab]` only (what
+    /// generation needs; skips the output projection of the others).
+    pub fn feed_last(&mut self, ids: &[u32]) -> Result<Vec<f32>> {
+        if ids.is_empty() {
+            return Err(EngineError::Request("nothing to feed".into()));
+        }
+        self.feed_with(ids, Logits::Last)
+    }
+
+    fn feed_with(&mut self, ids: &[u32], logits: Logits) -> Result<Vec<f32>> {
         self.check_ids(ids)?;
         let before = self.cache.len;
-        match self.model.forward(ids, &mut self.cache) {
+        match self.model.forward(ids, &mut self.cache, logits) {
             Ok(l) => Ok(l),
             Err(e) => {
                 self.cache.truncate(before);
@@ -95,8 +108,7 @@ impl<'m> Session<'m> {
             return Err(EngineError::Request("the prompt is empty".into()));
         }
         let ctx = self.model.spec().hparams.context_length;
-        let logits = self.feed(prompt)?;
-        let mut last = logits[logits.len() - self.vocab..].to_vec();
+        let mut last = self.feed_last(prompt)?;
         let mut out = Vec::new();
         loop {
             if out.len() >= max_tokens {
@@ -113,7 +125,7 @@ impl<'m> Session<'m> {
             if ctx > 0 && self.cache.len >= ctx {
                 return Ok((out, StopReason::Context));
             }
-            last = self.feed(&[tok])?;
+            last = self.feed_last(&[tok])?;
         }
     }
 

@@ -202,3 +202,31 @@ fn golden_deepseek3_fp8() {
     let want = floats(fp8, "token_logprobs");
     check_scores(&fixtures().join("deepseek3/hf_fp8"), &want, &ids_, 1e-3);
 }
+
+/// `feed_last` (logits of the last token only, what generation uses) equals the last row of
+/// `feed`, for both architecture files, on a fresh cache and on a cache that already holds a
+/// prefix.
+#[test]
+fn last_token_logits_equal_the_last_row_of_all_logits() {
+    for name in ["llama", "deepseek3"] {
+        let path = fixtures().join(name).join("model.q8_0.gguf");
+        let model = arch::build(mixture_model::load(&path).expect("load")).expect("build");
+        let vocab = model.spec().hparams.vocab_size;
+        let ids: Vec<u32> = (0..9).map(|i| (i * 37 % vocab) as u32).collect();
+        let mut a = Session::new(model.as_ref());
+        let mut b = Session::new(model.as_ref());
+        for chunk in [&ids[..5], &ids[5..]] {
+            let all = a.feed(chunk).expect("feed");
+            let last = b.feed_last(chunk).expect("feed_last");
+            assert_eq!(last.len(), vocab, "{name}");
+            // Equal up to the summation order of a multi-row kernel.
+            for (x, y) in all[all.len() - vocab..].iter().zip(&last) {
+                assert!(
+                    (x - y).abs() <= 1e-5 * x.abs().max(1.0),
+                    "{name}: {x} vs {y}"
+                );
+            }
+        }
+        assert!(b.feed_last(&[]).is_err(), "empty input is an error");
+    }
+}

@@ -16,7 +16,7 @@
 
 use super::layers::{add_in_place, embed, FeedForward, Ffn, Linear, Moe, RmsNorm};
 use super::rope::{yarn_mscale, Rope};
-use super::Architecture;
+use super::{Architecture, Logits};
 use crate::error::{ModelError, Result};
 use crate::kv::KvCache;
 use crate::load::LoadedModel;
@@ -168,7 +168,7 @@ impl Architecture for Deepseek2 {
         vec![(self.mla.kv_lora_rank + self.mla.qk_rope_dim, 0); self.spec.hparams.n_layers]
     }
 
-    fn forward(&self, tokens: &[u32], cache: &mut KvCache) -> Result<Vec<f32>> {
+    fn forward(&self, tokens: &[u32], cache: &mut KvCache, logits: Logits) -> Result<Vec<f32>> {
         let hp = &self.spec.hparams;
         let (d, nh) = (hp.hidden, hp.n_heads);
         let MlaParams {
@@ -275,7 +275,8 @@ impl Architecture for Deepseek2 {
             add_in_place(&mut x, &block.ffn.forward(&h, t, d)?);
         }
         cache.len += t;
+        let (mut x, rows) = logits.select(x, t, d);
         self.output_norm.apply(&mut x);
-        self.output.forward(&x, t) // [t, vocab]
+        self.output.forward(&x, rows) // [rows, vocab]
     }
 }

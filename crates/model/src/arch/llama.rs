@@ -9,7 +9,7 @@
 
 use super::layers::{add_in_place, attention, embed, FeedForward, Ffn, Linear, Moe, RmsNorm};
 use super::rope::Rope;
-use super::Architecture;
+use super::{Architecture, Logits};
 use crate::error::{ModelError, Result};
 use crate::kv::KvCache;
 use crate::load::LoadedModel;
@@ -163,7 +163,7 @@ impl Architecture for Llama {
         vec![(hp.n_kv_heads * hp.head_dim, hp.n_kv_heads * hp.head_dim); hp.n_layers]
     }
 
-    fn forward(&self, tokens: &[u32], cache: &mut KvCache) -> Result<Vec<f32>> {
+    fn forward(&self, tokens: &[u32], cache: &mut KvCache, logits: Logits) -> Result<Vec<f32>> {
         let hp = &self.spec.hparams;
         let (d, hd, nh, nkv) = (hp.hidden, hp.head_dim, hp.n_heads, hp.n_kv_heads);
         let t = tokens.len();
@@ -208,7 +208,8 @@ impl Architecture for Llama {
             add_in_place(&mut x, &block.ffn.forward(&h, t, d)?);
         }
         cache.len += t;
+        let (mut x, rows) = logits.select(x, t, d);
         self.output_norm.apply(&mut x);
-        self.output.forward(&x, t) // [t, vocab]
+        self.output.forward(&x, rows) // [rows, vocab]
     }
 }

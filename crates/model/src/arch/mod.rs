@@ -21,13 +21,32 @@ pub trait Architecture: Send + Sync {
     fn kv_widths(&self) -> Vec<(usize, usize)>;
 
     /// Run `tokens` at positions `cache.len ..` and append them to the cache.
-    /// Returns logits `[tokens.len(), vocab]`. On error the cache may hold a partial step;
-    /// callers truncate it back to its previous length.
-    fn forward(&self, tokens: &[u32], cache: &mut KvCache) -> Result<Vec<f32>>;
+    /// Returns logits `[tokens.len(), vocab]` ([`Logits::All`]) or `[1, vocab]` for the last
+    /// token only ([`Logits::Last`]: a prompt before generation needs no more, and the output
+    /// matrix is the largest one). On error the cache may hold a partial step; callers
+    /// truncate it back to its previous length.
+    fn forward(&self, tokens: &[u32], cache: &mut KvCache, logits: Logits) -> Result<Vec<f32>>;
 
     /// An empty cache shaped for this model.
     fn new_cache(&self) -> KvCache {
         KvCache::new(&self.kv_widths())
+    }
+}
+
+/// Which positions' logits a forward pass returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Logits {
+    All,
+    Last,
+}
+
+impl Logits {
+    /// The rows of the final hidden state `x` (`[t, d]`) to project: all, or the last.
+    pub fn select(self, x: Vec<f32>, t: usize, d: usize) -> (Vec<f32>, usize) {
+        match self {
+            Logits::All => (x, t),
+            Logits::Last => (x[(t - 1) * d..t * d].to_vec(), 1),
+        }
     }
 }
 
