@@ -6,6 +6,12 @@
 //! software prefetch the kernels issue.
 //!
 //! `cargo run -p mixture-kernels --release --example qdot_kquants_speed [BIG_MIB [ROUNDS]]`
+//!
+//! With `prefill [ROUNDS]` instead, it times prefill's access pattern: every row of a
+//! [`PF_ROWS`] x [`PF_K`] weight (a few MiB, cache-resident as prefill tiles are) against
+//! [`PF_TOKENS`] activation rows, (a) one single-row dot per token and (b) `dot_rows`, which
+//! takes the multi-row kernels four tokens at a time where a format has them; it prints
+//! millions of (token, row) dots per second and the speedup of (b) over (a).
 
 use mixture_kernels::qdot::{DotTable, Isa, QuantActs, RowDot};
 use mixture_kernels::DType;
@@ -99,7 +105,72 @@ fn read_prefetched(w: &[u8]) -> f64 {
     t0.elapsed().as_secs_f64()
 }
 
+const PF_ROWS: usize = 2048;
+const PF_K: usize = 2048;
+const PF_TOKENS: usize = 64;
+
+/// Seconds for (a) single-row dots per token or (b) `dot_rows`, over every row of `w`.
+fn run_prefill(f: &RowDot, w: &[u8], rb: usize, multi: bool) -> f64 {
+    let mut out = [0f32; PF_TOKENS];
+    let t0 = Instant::now();
+    for row in w.chunks_exact(rb) {
+        let row = black_box(row);
+        if multi {
+            f.dot_rows(row, 0, &mut out);
+        } else {
+            for (i, o) in out.iter_mut().enumerate() {
+                *o = f.dot(row, i);
+            }
+        }
+        black_box(&mut out);
+    }
+    t0.elapsed().as_secs_f64()
+}
+
+fn prefill(rounds: usize) {
+    let mut rng = Rng(0x2545f4914f6cdd1d);
+    let x: Vec<f32> = (0..PF_TOKENS * PF_K)
+        .map(|_| (rng.next() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0)
+        .collect();
+    println!(
+        "single thread, {PF_ROWS} x {PF_K} weight against {PF_TOKENS} tokens, \
+         M (token, row) dots/s, best of {rounds} rounds"
+    );
+    println!(
+        "{:<8}{:>8}{:>14}{:>14}{:>10}",
+        "format", "isa", "per token", "dot_rows", "speedup"
+    );
+    for t in [DType::Q4K, DType::Q6K, DType::Q5K, DType::Q3K, DType::Q2K] {
+        let rb = t.row_bytes(PF_K).unwrap();
+        let w = weight(t, PF_ROWS * rb, &mut rng);
+        let acts = QuantActs::for_weight(t, &x, PF_K).unwrap();
+        for isa in Isa::available().into_iter().filter(|&i| i != Isa::Scalar) {
+            let table = DotTable::for_isa(isa).unwrap();
+            let f = RowDot::new(&table, t, &acts, PF_K).unwrap();
+            let (mut ta, mut tb) = (f64::MAX, f64::MAX);
+            for _ in 0..rounds {
+                ta = ta.min(run_prefill(&f, &w, rb, false));
+                tb = tb.min(run_prefill(&f, &w, rb, true));
+            }
+            let rate = |s: f64| (PF_ROWS * PF_TOKENS) as f64 / s / 1e6;
+            let name = format!("{isa:?}").to_lowercase();
+            println!(
+                "{:<8}{name:>8}{:>14.1}{:>14.1}{:>9.2}x",
+                format!("{t:?}"),
+                rate(ta),
+                rate(tb),
+                ta / tb
+            );
+        }
+    }
+}
+
 fn main() {
+    if std::env::args().nth(1).as_deref() == Some("prefill") {
+        let rounds = std::env::args().nth(2).and_then(|s| s.parse().ok());
+        prefill(rounds.unwrap_or(5));
+        return;
+    }
     let arg = |i: usize, d: usize| {
         std::env::args()
             .nth(i)

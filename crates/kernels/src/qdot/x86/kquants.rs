@@ -14,7 +14,8 @@
 //! sub-block scales to match.
 //!
 //! Layouts are those of [`crate::quants::kquants`]; the formulas are the scalar twins'
-//! ([`crate::qdot::scalar`]).
+//! ([`crate::qdot::scalar`]). The multi-row kernels (prefill) in [`super::kquants_n`] share
+//! the helpers marked `pub(super)` here.
 
 use crate::qdot::{BlockQ8Kx, DotTable, Isa};
 use crate::quants::{BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K};
@@ -41,6 +42,7 @@ pub fn install(t: &mut DotTable, isa: Isa) {
             t.q6k = q6k_avx512;
         }
     }
+    super::kquants_n::install(t, isa);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -48,7 +50,7 @@ pub fn install(t: &mut DotTable, isa: Isa) {
 
 /// Panics unless `w` holds `nb` blocks of `bytes` (a caller bug; checked once per row).
 #[inline(always)]
-fn check_row(w: &[u8], bytes: usize, nb: usize) {
+pub(super) fn check_row(w: &[u8], bytes: usize, nb: usize) {
     assert!(
         w.len() >= nb * bytes,
         "weight row shorter than its activations"
@@ -63,7 +65,7 @@ unsafe fn rd32(p: *const u8) -> u32 {
 
 /// Q4_K / Q5_K's 12 packed bytes as (8 scales, 8 mins), one 6-bit value per byte.
 #[inline(always)]
-unsafe fn k4_scales(p: *const u8) -> (u64, u64) {
+pub(super) unsafe fn k4_scales(p: *const u8) -> (u64, u64) {
     let (w0, w1, w2) = (rd32(p), rd32(p.add(4)), rd32(p.add(8)));
     let sc_hi = (w2 & 0x0f0f_0f0f) | ((w0 >> 2) & 0x3030_3030);
     let mn_hi = ((w2 >> 4) & 0x0f0f_0f0f) | ((w1 >> 2) & 0x3030_3030);
@@ -112,7 +114,7 @@ const fn word_bcast(lo: u8, hi: u8) -> [u8; 32] {
 }
 
 /// AVX2: shuffles that broadcast word `k` of each lane (Q4_K / Q5_K, 32-element sub-blocks).
-static BCAST_SAME: [[u8; 32]; 8] = [
+pub(super) static BCAST_SAME: [[u8; 32]; 8] = [
     word_bcast(0, 0),
     word_bcast(1, 1),
     word_bcast(2, 2),
@@ -123,14 +125,14 @@ static BCAST_SAME: [[u8; 32]; 8] = [
     word_bcast(7, 7),
 ];
 /// AVX2: word `2j` to the low lane, `2j + 1` to the high one (16-element sub-blocks).
-static BCAST_PAIR: [[u8; 32]; 4] = [
+pub(super) static BCAST_PAIR: [[u8; 32]; 4] = [
     word_bcast(0, 1),
     word_bcast(2, 3),
     word_bcast(4, 5),
     word_bcast(6, 7),
 ];
 /// AVX-512, 32-element sub-blocks: chunk `c` puts scale `2c` in words 0..16, `2c + 1` above.
-static PERM_K4: [[i16; 32]; 4] = [
+pub(super) static PERM_K4: [[i16; 32]; 4] = [
     word_groups(0, 16),
     word_groups(2, 16),
     word_groups(4, 16),
@@ -138,7 +140,7 @@ static PERM_K4: [[i16; 32]; 4] = [
 ];
 /// AVX-512, 16-element sub-blocks: register `r` spreads scales `4r .. 4r + 4` over its four
 /// 128-bit lanes.
-static PERM_K16: [[i16; 32]; 4] = [
+pub(super) static PERM_K16: [[i16; 32]; 4] = [
     word_groups(0, 8),
     word_groups(4, 8),
     word_groups(8, 8),
@@ -151,19 +153,19 @@ static PERM_K16: [[i16; 32]; 4] = [
 /// Unaligned 32-byte loads: weight bytes, activations, constants.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn ld(p: *const u8) -> __m256i {
+pub(super) unsafe fn ld(p: *const u8) -> __m256i {
     _mm256_loadu_si256(p as *const __m256i)
 }
 
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn ld_i8(p: *const i8) -> __m256i {
+pub(super) unsafe fn ld_i8(p: *const i8) -> __m256i {
     _mm256_loadu_si256(p as *const __m256i)
 }
 
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn cst(c: &[u8; 32]) -> __m256i {
+pub(super) unsafe fn cst(c: &[u8; 32]) -> __m256i {
     _mm256_loadu_si256(c.as_ptr() as *const __m256i)
 }
 
@@ -175,7 +177,7 @@ const PF: usize = 4096;
 /// faults, so it may point past the row.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn prefetch_ahead(b: *const u8, bytes: usize) {
+pub(super) unsafe fn prefetch_ahead(b: *const u8, bytes: usize) {
     let mut o = 0;
     while o < bytes {
         _mm_prefetch::<_MM_HINT_T0>(b.wrapping_add(PF + o) as *const i8);
@@ -186,7 +188,7 @@ unsafe fn prefetch_ahead(b: *const u8, bytes: usize) {
 /// The f16 at `p`.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn f16_at(p: *const u8) -> f32 {
+pub(super) unsafe fn f16_at(p: *const u8) -> f32 {
     let h = read_unaligned(p as *const u16) as i32;
     _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h)))
 }
@@ -206,7 +208,7 @@ unsafe fn dd_pair(p: *const u8, da: f32) -> (__m256, __m256) {
 /// Sum of the 8 lanes.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn hsum(v: __m256) -> f32 {
+pub(super) unsafe fn hsum(v: __m256) -> f32 {
     let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
     let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
@@ -224,7 +226,7 @@ unsafe fn mins_k4(mn: u64, y: &BlockQ8Kx) -> __m256i {
 /// `maddubs(q, a)` weighted by the i16 scales `s`, as 8 i32 lanes.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn dot_scaled(q: __m256i, a: *const i8, s: __m256i) -> __m256i {
+pub(super) unsafe fn dot_scaled(q: __m256i, a: *const i8, s: __m256i) -> __m256i {
     _mm256_madd_epi16(_mm256_maddubs_epi16(q, ld_i8(a)), s)
 }
 
@@ -459,7 +461,7 @@ unsafe fn q2k_avx2(w: &[u8], a: &[BlockQ8Kx]) -> f32 {
 /// Unaligned 64-byte load.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-unsafe fn ld512(p: *const u8) -> __m512i {
+pub(super) unsafe fn ld512(p: *const u8) -> __m512i {
     _mm512_loadu_si512(p as *const __m512i)
 }
 
@@ -467,7 +469,7 @@ unsafe fn ld512(p: *const u8) -> __m512i {
 /// (within 16-bit lanes: the bits it pulls in from the next byte are above any field read).
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-unsafe fn twice<const S: u32>(p: *const u8) -> __m512i {
+pub(super) unsafe fn twice<const S: u32>(p: *const u8) -> __m512i {
     let x = _mm512_broadcast_i64x4(ld(p));
     _mm512_mask_srli_epi16::<S>(x, 0xffff_0000, x)
 }
@@ -475,7 +477,7 @@ unsafe fn twice<const S: u32>(p: *const u8) -> __m512i {
 /// The i16 `words` rearranged by the vpermw indices `idx`.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-unsafe fn perm(idx: &[i16; 32], words: __m512i) -> __m512i {
+pub(super) unsafe fn perm(idx: &[i16; 32], words: __m512i) -> __m512i {
     _mm512_permutexvar_epi16(_mm512_loadu_si512(idx.as_ptr() as *const __m512i), words)
 }
 
@@ -484,7 +486,7 @@ unsafe fn perm(idx: &[i16; 32], words: __m512i) -> __m512i {
 /// uop per call on the two vector ports this loop is bound by.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-unsafe fn dot512(isum: __m512i, q: __m512i, a: *const i8, s: __m512i) -> __m512i {
+pub(super) unsafe fn dot512(isum: __m512i, q: __m512i, a: *const i8, s: __m512i) -> __m512i {
     let p = _mm512_maddubs_epi16(q, _mm512_loadu_si512(a as *const __m512i));
     let mut acc = isum;
     std::arch::asm!(

@@ -4,6 +4,8 @@
 #[cfg(target_arch = "x86_64")]
 mod kquants;
 #[cfg(target_arch = "x86_64")]
+mod kquants_n;
+#[cfg(target_arch = "x86_64")]
 mod legacy;
 
 use super::{DotTable, Isa};
