@@ -1,11 +1,11 @@
-//! Single-thread speed of the K-quant dot products, per format and instruction set, in GB/s of
-//! weight bytes read: once with a weight much larger than L2 (64 MiB by default, streamed from
+//! Single-thread speed of the integer dot products (K-quants and the 32-element formats), per
+//! format and instruction set, in GB/s of weight bytes read: once with a weight much larger than L2 (64 MiB by default, streamed from
 //! RAM or L3) and once with 256 KiB that stays in L2. Instruction sets are timed in turns and
 //! the best pass of each is kept, so load from other processes mostly drops out. The `(read)`
 //! rows are the reference: a plain pass summing the same number of bytes, without and with the
 //! software prefetch the kernels issue.
 //!
-//! `cargo run -p mixture-kernels --release --example qdot_kquants_speed [BIG_MIB [ROUNDS]]`
+//! `cargo run -p mixture-kernels --release --example qdot_speed [BIG_MIB [ROUNDS]]`
 //!
 //! With `prefill [ROUNDS]` instead, it times prefill's access pattern: every row of a
 //! [`PF_ROWS`] x [`PF_K`] weight (a few MiB, cache-resident as prefill tiles are) against
@@ -34,7 +34,8 @@ impl Rng {
 /// Byte offsets of the f16 scales in each format's block.
 fn f16_fields(t: DType) -> &'static [usize] {
     match t {
-        DType::Q4K | DType::Q5K => &[0, 2],
+        DType::Q4K | DType::Q5K | DType::Q4_1 | DType::Q5_1 => &[0, 2],
+        DType::Q4_0 | DType::Q5_0 | DType::Q8_0 => &[0],
         DType::Q2K => &[80, 82],
         DType::Q3K => &[108],
         DType::Q6K => &[208],
@@ -208,7 +209,18 @@ fn main() {
         println!("{:<8}{name:>8}{b:>12.2}{s:>12.2}", "(read)");
     }
     drop((big, small));
-    for t in [DType::Q4K, DType::Q6K, DType::Q5K, DType::Q3K, DType::Q2K] {
+    for t in [
+        DType::Q4K,
+        DType::Q6K,
+        DType::Q5K,
+        DType::Q3K,
+        DType::Q2K,
+        DType::Q4_0,
+        DType::Q4_1,
+        DType::Q5_0,
+        DType::Q5_1,
+        DType::Q8_0,
+    ] {
         let rb = t.row_bytes(K).unwrap();
         let big = weight(t, big_mib << 20, &mut rng);
         let small = weight(t, 256 << 10, &mut rng);
