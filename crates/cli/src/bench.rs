@@ -23,14 +23,19 @@ pub struct BenchArgs {
     /// Timed repetitions of each test (after one untimed warm-up).
     #[arg(short = 'r', long, default_value_t = 5)]
     repetitions: usize,
-    /// The bandwidth probe streams the model's weights when they are at least this many MiB,
-    /// else a buffer of this size (keep it well above the last-level cache).
-    #[arg(long, default_value_t = 1024)]
-    bandwidth_mib: usize,
+    /// Probe the memory bandwidth with a scratch buffer of this many MiB (keep it well above
+    /// the last-level cache). Without it, weights of at least 1 GiB are streamed themselves (no
+    /// extra memory); smaller models skip the probe, since their weights largely fit in cache
+    /// and a scratch buffer would dwarf their memory use.
+    #[arg(long)]
+    bandwidth_mib: Option<usize>,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
 }
+
+/// Weights at least this big are their own bandwidth probe.
+const WEIGHT_PROBE_MIN: usize = 1 << 30;
 
 /// Mean and sample standard deviation.
 fn mean_sd(v: &[f64]) -> (f64, f64) {
@@ -63,7 +68,7 @@ pub fn bench(a: BenchArgs, n_threads: usize) -> Result<()> {
     if a.repetitions == 0 {
         bail!("--repetitions must be at least 1");
     }
-    if !(1..=16384).contains(&a.bandwidth_mib) {
+    if a.bandwidth_mib.is_some_and(|m| !(1..=16384).contains(&m)) {
         bail!("--bandwidth-mib must be between 1 and 16384");
     }
     let path = a.model.path()?;
@@ -77,13 +82,16 @@ pub fn bench(a: BenchArgs, n_threads: usize) -> Result<()> {
         std::hint::black_box(threads::touch(w.bytes()));
     }
     let touch_s = t.elapsed().as_secs_f64();
-    // Memory bandwidth, measured on the weights themselves when they are big enough (no extra
-    // memory, so peak RSS stays the model's), else on a scratch buffer freed right away.
-    let bw = if fp.total_bytes >= a.bandwidth_mib << 20 {
-        let slices: Vec<&[u8]> = loaded.weights.tensors.values().map(|w| w.bytes()).collect();
-        threads::read_bandwidth_of(&slices, 3)
-    } else {
-        threads::read_bandwidth(a.bandwidth_mib << 20, 3)
+    // Memory bandwidth: on a scratch buffer when asked, else on the weights themselves when
+    // they are big enough (no extra memory, so peak RSS stays the model's), else not measured
+    // (NaN: reported as null / "not measured").
+    let bw = match a.bandwidth_mib {
+        Some(mib) => threads::read_bandwidth(mib << 20, 3),
+        None if fp.total_bytes >= WEIGHT_PROBE_MIN => {
+            let slices: Vec<&[u8]> = loaded.weights.tensors.values().map(|w| w.bytes()).collect();
+            threads::read_bandwidth_of(&slices, 3)
+        }
+        None => f64::NAN,
     };
     let model = arch::build(loaded)?;
     let vocab = model.spec().hparams.vocab_size;
@@ -165,11 +173,11 @@ pub fn bench(a: BenchArgs, n_threads: usize) -> Result<()> {
             "tg_tokens_per_s": num(tg_m),
             "tg_stdev": num(tg_sd),
             "tg_samples": tg_v,
-            "bandwidth_gb_per_s": bw / 1e9,
+            "bandwidth_gb_per_s": num(bw / 1e9),
             "weight_bytes": fp.total_bytes,
             "active_weight_bytes_per_token": fp.active_bytes,
-            "bound_tokens_per_s": bound,
-            "bound_fraction": frac,
+            "bound_tokens_per_s": num(bound),
+            "bound_fraction": num(frac),
             "kv_bytes_per_token": fp.kv_values_per_token * 4,
             "total_params": fp.total_params,
             "active_params": fp.active_params,
@@ -198,14 +206,21 @@ pub fn bench(a: BenchArgs, n_threads: usize) -> Result<()> {
             tg_sd
         );
     }
-    o += &format!(
-        "memory bandwidth {:.1} GB/s; a decoded token reads {} of weights, so decode is bound at {:.1} tokens/s",
-        bw / 1e9,
-        human_bytes(fp.active_bytes as f64),
-        bound
-    );
-    if !tg_v.is_empty() {
-        o += &format!("; tg reaches {:.0}% of it", frac * 100.0);
+    if bw.is_finite() {
+        o += &format!(
+            "memory bandwidth {:.1} GB/s; a decoded token reads {} of weights, so decode is bound at {:.1} tokens/s",
+            bw / 1e9,
+            human_bytes(fp.active_bytes as f64),
+            bound
+        );
+        if !tg_v.is_empty() {
+            o += &format!("; tg reaches {:.0}% of it", frac * 100.0);
+        }
+    } else {
+        o += &format!(
+            "memory bandwidth not measured (weights under 1 GiB; --bandwidth-mib N probes with an N MiB buffer); a decoded token reads {} of weights",
+            human_bytes(fp.active_bytes as f64),
+        );
     }
     o += &format!(
         "\nKV cache: {} per token (f32)\n",
