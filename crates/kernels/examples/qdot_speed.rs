@@ -14,7 +14,7 @@
 //! millions of (token, row) dots per second and the speedup of (b) over (a).
 
 use mixture_kernels::qdot::{DotTable, Isa, QuantActs, RowDot};
-use mixture_kernels::DType;
+use mixture_kernels::{gemm, DType};
 use std::hint::black_box;
 use std::time::Instant;
 
@@ -111,8 +111,8 @@ const PF_K: usize = 2048;
 const PF_TOKENS: usize = 64;
 
 /// Seconds for (a) single-row dots per token or (b) `dot_rows`, over every row of `w`.
-fn run_prefill(f: &RowDot, w: &[u8], rb: usize, multi: bool) -> f64 {
-    let mut out = [0f32; PF_TOKENS];
+fn run_prefill(f: &RowDot, w: &[u8], rb: usize, tokens: usize, multi: bool) -> f64 {
+    let mut out = vec![0f32; tokens];
     let t0 = Instant::now();
     for row in w.chunks_exact(rb) {
         let row = black_box(row);
@@ -128,48 +128,80 @@ fn run_prefill(f: &RowDot, w: &[u8], rb: usize, multi: bool) -> f64 {
     t0.elapsed().as_secs_f64()
 }
 
-fn prefill(rounds: usize) {
+fn prefill(rounds: usize, tokens: usize) {
     let mut rng = Rng(0x2545f4914f6cdd1d);
-    let x: Vec<f32> = (0..PF_TOKENS * PF_K)
+    let x: Vec<f32> = (0..tokens * PF_K)
         .map(|_| (rng.next() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0)
         .collect();
     println!(
-        "single thread, {PF_ROWS} x {PF_K} weight against {PF_TOKENS} tokens, \
-         M (token, row) dots/s, best of {rounds} rounds"
+        "single thread, {PF_ROWS} x {PF_K} weight against {tokens} tokens, \
+         M (token, row) dots/s, best of {rounds} rounds; tiled includes converting the rows"
     );
     println!(
-        "{:<8}{:>8}{:>14}{:>14}{:>10}",
-        "format", "isa", "per token", "dot_rows", "speedup"
+        "{:<8}{:>8}{:>12}{:>12}{:>12}{:>10}",
+        "format", "isa", "per token", "dot_rows", "tiled", "tiled/rows"
     );
-    for t in [DType::Q4K, DType::Q6K, DType::Q5K, DType::Q3K, DType::Q2K] {
+    let table = mixture_kernels::qdot::table();
+    let isa = format!("{:?}", table.isa).to_lowercase();
+    for t in [
+        DType::Q4K,
+        DType::Q5K,
+        DType::Q6K,
+        DType::Q3K,
+        DType::Q2K,
+        DType::Q4_0,
+        DType::Q4_1,
+        DType::Q5_0,
+        DType::Q5_1,
+        DType::Q8_0,
+    ] {
         let rb = t.row_bytes(PF_K).unwrap();
         let w = weight(t, PF_ROWS * rb, &mut rng);
         let acts = QuantActs::for_weight(t, &x, PF_K).unwrap();
-        for isa in Isa::available().into_iter().filter(|&i| i != Isa::Scalar) {
-            let table = DotTable::for_isa(isa).unwrap();
-            let f = RowDot::new(&table, t, &acts, PF_K).unwrap();
-            let (mut ta, mut tb) = (f64::MAX, f64::MAX);
-            for _ in 0..rounds {
-                ta = ta.min(run_prefill(&f, &w, rb, false));
-                tb = tb.min(run_prefill(&f, &w, rb, true));
-            }
-            let rate = |s: f64| (PF_ROWS * PF_TOKENS) as f64 / s / 1e6;
-            let name = format!("{isa:?}").to_lowercase();
-            println!(
-                "{:<8}{name:>8}{:>14.1}{:>14.1}{:>9.2}x",
-                format!("{t:?}"),
-                rate(ta),
-                rate(tb),
-                ta / tb
-            );
+        let f = RowDot::new(table, t, &acts, PF_K).unwrap();
+        let (mut ta, mut tb, mut tc) = (f64::MAX, f64::MAX, f64::MAX);
+        for _ in 0..rounds {
+            ta = ta.min(run_prefill(&f, &w, rb, tokens, false));
+            tb = tb.min(run_prefill(&f, &w, rb, tokens, true));
+            tc = tc.min(run_tiled(t, &w, rb, &x));
         }
+        let rate = |s: f64| (PF_ROWS * tokens) as f64 / s / 1e6;
+        println!(
+            "{:<8}{isa:>8}{:>12.1}{:>12.1}{:>12.1}{:>9.2}x",
+            format!("{t:?}"),
+            rate(ta),
+            rate(tb),
+            rate(tc),
+            tb / tc
+        );
     }
+}
+
+/// Seconds for every row against every token on the tiled kernel, 16 rows at a time.
+fn run_tiled(t: DType, w: &[u8], rb: usize, x: &[f32]) -> f64 {
+    let a = gemm::Acts::quantize(x, PF_K);
+    let mut rows = gemm::Rows::default();
+    let mut out = vec![0f32; a.t * PF_ROWS];
+    let start = Instant::now();
+    for r0 in (0..PF_ROWS).step_by(16) {
+        rows.fill(t, &w[r0 * rb..(r0 + 16) * rb], rb, 16, PF_K);
+        let o = gemm::Out {
+            ptr: out[r0..].as_mut_ptr(),
+            ld: PF_ROWS,
+        };
+        // SAFETY: `out` holds every (token, row) written.
+        unsafe { gemm::run(gemm::Kernel::best(), &rows, &a, o) };
+    }
+    let s = start.elapsed().as_secs_f64();
+    black_box(&out);
+    s
 }
 
 fn main() {
     if std::env::args().nth(1).as_deref() == Some("prefill") {
         let rounds = std::env::args().nth(2).and_then(|s| s.parse().ok());
-        prefill(rounds.unwrap_or(5));
+        let tokens = std::env::args().nth(3).and_then(|s| s.parse().ok());
+        prefill(rounds.unwrap_or(5), tokens.unwrap_or(PF_TOKENS));
         return;
     }
     let arg = |i: usize, d: usize| {

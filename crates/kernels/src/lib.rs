@@ -6,6 +6,7 @@
 
 pub mod actquant;
 pub mod dtype;
+pub mod gemm;
 pub mod matmul;
 pub mod ops;
 pub mod qdot;

@@ -5,8 +5,13 @@
 //! quantized once (shared between jobs that read the same activations in the same format),
 //! then the rows of all jobs are cut into tasks of [`ROWS_PER_TASK`] rows and run as one
 //! parallel loop, so no thread idles while another finishes a job.
+//!
+//! Jobs with at least [`GEMM_MIN_TOKENS`] tokens (prefill) go through [`crate::gemm`]'s tiled
+//! micro-kernel where the CPU has it: each task converts its rows once and multiplies them
+//! with every token, writing straight into the output.
 
 use crate::dtype::{DType, KernelError};
+use crate::gemm;
 use crate::ops::WeightRef;
 use crate::qdot::{self, QuantActs, RowDot};
 use crate::vecf32;
@@ -15,6 +20,9 @@ use rayon::prelude::*;
 /// Weight rows per task: small enough that threads share uneven work, large enough to
 /// amortise scheduling.
 pub const ROWS_PER_TASK: usize = 16;
+
+/// Tokens from which a job takes the tiled prefill kernel (below it, the per-row dots).
+pub const GEMM_MIN_TOKENS: usize = 4;
 
 /// One matmul: `x` holds `t = x.len() / w.cols` rows; `out.len() == t * w.rows`.
 pub struct MatJob<'a> {
@@ -26,15 +34,35 @@ pub struct MatJob<'a> {
 /// How a job's rows are dotted with its activations.
 enum Dot<'a> {
     Quant(RowDot<'a>),
+    /// The tiled kernel, against these activations.
+    Gemm(&'a gemm::Acts),
     /// Float weights: each row dequantized to f32, then dotted with `x`.
     Float(&'a [f32]),
+}
+
+enum Dst<'a> {
+    /// `[rows, t]`: row-major by weight row (the output transposed when `t > 1`).
+    Rows(&'a mut [f32]),
+    /// The job's output `[t, n]` itself, from the task's first row on (tiled kernel).
+    Out(OutPtr, usize),
 }
 
 struct Task<'a> {
     job: usize,
     first_row: usize,
-    /// `[rows, t]`: row-major by weight row (the output transposed when `t > 1`).
-    dst: &'a mut [f32],
+    dst: Dst<'a>,
+}
+
+/// A job's output, written by several tasks at disjoint rows of every token.
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+// SAFETY: tasks write disjoint elements (their own weight rows) of the output.
+unsafe impl Send for OutPtr {}
+unsafe impl Sync for OutPtr {}
+
+/// Whether a job of `t` tokens against `dtype` weights runs on the tiled prefill kernel.
+pub fn takes_tiled_kernel(dtype: DType, t: usize) -> bool {
+    t >= GEMM_MIN_TOKENS && gemm::available() && gemm::supported(dtype)
 }
 
 /// Run every job; see the module docs.
@@ -48,10 +76,32 @@ pub fn matmul_many(jobs: &mut [MatJob<'_>]) -> Result<(), KernelError> {
         assert_eq!(j.out.len(), t * j.w.rows, "matmul: output shape");
         ts.push(t);
     }
+    // Tiled jobs: activations quantized once per distinct input.
+    let tiled: Vec<bool> = jobs
+        .iter()
+        .zip(&ts)
+        .map(|(j, &t)| takes_tiled_kernel(j.w.dtype, t))
+        .collect();
+    let mut gemm_acts: Vec<(usize, usize, gemm::Acts)> = Vec::new();
+    let mut gemm_of = vec![None; jobs.len()];
+    for (ji, j) in jobs.iter().enumerate().filter(|(ji, _)| tiled[*ji]) {
+        let key = (j.x.as_ptr() as usize, j.x.len());
+        gemm_of[ji] = Some(match gemm_acts.iter().position(|a| (a.0, a.1) == key) {
+            Some(i) => i,
+            None => {
+                gemm_acts.push((key.0, key.1, gemm::Acts::quantize(j.x, j.w.cols)));
+                gemm_acts.len() - 1
+            }
+        });
+    }
     // Quantize activations once per distinct (activations, format).
     let mut acts: Vec<(usize, usize, Option<qdot::ActKind>, QuantActs)> = Vec::new(); // (ptr, len, kind, q)
     let mut act_of = Vec::with_capacity(jobs.len());
-    for j in jobs.iter() {
+    for (ji, j) in jobs.iter().enumerate() {
+        if tiled[ji] {
+            act_of.push(None);
+            continue;
+        }
         let key = (
             j.x.as_ptr() as usize,
             j.x.len(),
@@ -75,20 +125,23 @@ pub fn matmul_many(jobs: &mut [MatJob<'_>]) -> Result<(), KernelError> {
     let dots: Vec<Dot<'_>> = jobs
         .iter()
         .zip(&act_of)
-        .map(|(j, a)| match a {
-            Some(i) => Dot::Quant(
+        .zip(&gemm_of)
+        .map(|((j, a), g)| match (a, g) {
+            (_, Some(g)) => Dot::Gemm(&gemm_acts[*g].2),
+            (Some(i), None) => Dot::Quant(
                 RowDot::new(table, j.w.dtype, &acts[*i].3, j.w.cols)
                     .expect("activations are quantized for this weight type"),
             ),
-            None => Dot::Float(j.x),
+            (None, None) => Dot::Float(j.x),
         })
         .collect();
     // Destination buffers: the output itself when t == 1, else a transposed scratch.
     let mut scratch: Vec<Vec<f32>> = jobs
         .iter()
         .zip(&ts)
-        .map(|(j, &t)| {
-            if t > 1 {
+        .zip(&tiled)
+        .map(|((j, &t), &tiled)| {
+            if t > 1 && !tiled {
                 vec![0f32; j.out.len()]
             } else {
                 Vec::new()
@@ -99,31 +152,69 @@ pub fn matmul_many(jobs: &mut [MatJob<'_>]) -> Result<(), KernelError> {
     let mut tasks: Vec<Task<'_>> = Vec::new();
     for (ji, (j, s)) in jobs.iter_mut().zip(scratch.iter_mut()).enumerate() {
         let t = ts[ji];
-        let buf: &mut [f32] = if t > 1 { s } else { j.out };
         if t == 0 {
             continue;
         }
+        if tiled[ji] {
+            let out = OutPtr(j.out.as_mut_ptr());
+            for first_row in (0..j.w.rows).step_by(ROWS_PER_TASK) {
+                let n = ROWS_PER_TASK.min(j.w.rows - first_row);
+                tasks.push(Task {
+                    job: ji,
+                    first_row,
+                    dst: Dst::Out(out, n),
+                });
+            }
+            continue;
+        }
+        let buf: &mut [f32] = if t > 1 { s } else { j.out };
         for (c, dst) in buf.chunks_mut(ROWS_PER_TASK * t).enumerate() {
             tasks.push(Task {
                 job: ji,
                 first_row: c * ROWS_PER_TASK,
-                dst,
+                dst: Dst::Rows(dst),
             });
         }
     }
     let max_k = weights.iter().map(|w| w.cols).max().unwrap_or(0);
     let float = weights.iter().any(|w| !w.dtype.is_quantized_for_dot());
+    let kernel = gemm::Kernel::best();
     tasks.into_par_iter().try_for_each_init(
-        || vec![0f32; if float { max_k } else { 0 }],
-        |row_f32, task| -> Result<(), KernelError> {
+        || {
+            (
+                vec![0f32; if float { max_k } else { 0 }],
+                gemm::Rows::default(),
+            )
+        },
+        |(row_f32, rows), task| -> Result<(), KernelError> {
             let w = &weights[task.job];
             let t = ts[task.job];
             let rb = w.row_bytes();
-            for (i, d) in task.dst.chunks_exact_mut(t).enumerate() {
+            let dst = match task.dst {
+                Dst::Rows(d) => d,
+                Dst::Out(out, n) => {
+                    let Dot::Gemm(a) = &dots[task.job] else {
+                        unreachable!("only tiled jobs write their output directly")
+                    };
+                    let data = &w.data[task.first_row * rb..(task.first_row + n) * rb];
+                    rows.fill(w.dtype, data, rb, n, w.cols);
+                    let out = gemm::Out {
+                        // SAFETY: row `first_row + r` of token `c` is `c * rows + first_row + r`,
+                        // inside the `[t, rows]` output; no other task writes these rows.
+                        ptr: unsafe { out.0.add(task.first_row) },
+                        ld: w.rows,
+                    };
+                    // SAFETY: as above; `kernel` was chosen for this CPU.
+                    unsafe { gemm::run(kernel, rows, a, out) };
+                    return Ok(());
+                }
+            };
+            for (i, d) in dst.chunks_exact_mut(t).enumerate() {
                 let r = task.first_row + i;
                 let wr = &w.data[r * rb..(r + 1) * rb];
                 match &dots[task.job] {
                     Dot::Quant(rd) => rd.dot_rows(wr, 0, d),
+                    Dot::Gemm(_) => unreachable!("tiled jobs are handled above"),
                     Dot::Float(x) => {
                         let k = w.cols;
                         let row = &mut row_f32[..k];
@@ -140,7 +231,7 @@ pub fn matmul_many(jobs: &mut [MatJob<'_>]) -> Result<(), KernelError> {
     // Transpose the batched results into place.
     for (ji, j) in jobs.iter_mut().enumerate() {
         let (t, n) = (ts[ji], j.w.rows);
-        if t > 1 {
+        if t > 1 && !tiled[ji] {
             let s = &scratch[ji];
             for r in 0..n {
                 for ti in 0..t {

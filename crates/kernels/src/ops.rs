@@ -103,8 +103,13 @@ pub fn matmul_reference(
     if t == 0 || n == 0 {
         return Ok(());
     }
-    // Quantize the activations once, as the integer kernels (and llama.cpp) do.
-    let fmt = ActFormat::for_weight(w.dtype);
+    // Quantize the activations once, as the integer kernels (and llama.cpp) do; the tiled
+    // prefill kernel rounds every format's activations as Q8_0.
+    let fmt = if crate::matmul::takes_tiled_kernel(w.dtype, t) {
+        ActFormat::Q8_0
+    } else {
+        ActFormat::for_weight(w.dtype)
+    };
     let quantized;
     let x = if fmt == ActFormat::F32 {
         x

@@ -81,7 +81,7 @@ impl Default for BlockQ8Kx {
 /// without a libm call: adding 1.5 * 2^23 leaves no fraction bits in the sum, so the FPU's
 /// default rounding does the work (ggml's `nearest_int` trick).
 #[inline(always)]
-fn round_even(v: f32) -> f32 {
+pub(crate) fn round_even(v: f32) -> f32 {
     const MAGIC: f32 = 12582912.0;
     (v + MAGIC) - MAGIC
 }

@@ -1,0 +1,230 @@
+//! Prefill's matmul: many activation rows (tokens) against the same weight rows, as register
+//! tiles of [`TILE_R`] weight rows x [`TILE_C`] tokens.
+//!
+//! Every integer weight format is first rewritten, a few rows at a time into a thread's
+//! scratch buffer, as `w = s * q + o` with one signed byte `q` per element and an f32 scale
+//! and offset per 16 elements ([`convert`]); the conversion is exact and costs a fraction of
+//! the multiplications it feeds when there are more than a handful of tokens. One
+//! micro-kernel then serves every format: activations are quantized to int8 per 32 elements
+//! (llama.cpp's Q8_0 rounding, scale `da`) with the sums of each 16 (`g = da * Σa`), so
+//! `w · x ≈ Σ_16 s · da · (q · a) + Σ_16 o · g`: byte products summed exactly in int32, scaled
+//! in f32 per 64 elements, plus a short f32 dot for the offsets (the mins of Q4_1, Q5_1,
+//! Q2_K, Q4_K, Q5_K; zero elsewhere). `vpdpbusd` multiplies unsigned by signed bytes, so the
+//! activations are stored shifted to `a + 128` and each row's `128 * Σq` is taken off in int32
+//! before any rounding.
+//!
+//! [`x86`] holds the AVX-512 VNNI micro-kernel; [`tile_scalar`] is its twin.
+
+pub mod convert;
+#[cfg(target_arch = "x86_64")]
+mod x86;
+
+use crate::dtype::DType;
+use half::f16;
+
+/// Weight rows per register tile.
+pub const TILE_R: usize = 4;
+/// Tokens per register tile.
+pub const TILE_C: usize = 4;
+
+/// Elements per step of the micro-kernel (one 512-bit register of bytes).
+const STEP: usize = 64;
+
+/// `k` rounded up to a whole number of steps; the padding holds zeros on both sides.
+pub fn padded(k: usize) -> usize {
+    k.div_ceil(STEP) * STEP
+}
+
+/// Whether this CPU runs the fast micro-kernel (else callers keep their per-row dots).
+pub fn available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        crate::qdot::x86::has_avx512()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// Whether `dtype` weights go through this path (when [`available`]).
+pub fn supported(dtype: DType) -> bool {
+    convert::supported(dtype)
+}
+
+/// Activations quantized for the micro-kernel: `t` rows of `kp` ([`padded`]) int8 values
+/// stored as `a + 128`, a scale per 32 and `g = scale * Σa` per 16.
+pub struct Acts {
+    pub t: usize,
+    pub kp: usize,
+    pub q: Vec<u8>,
+    pub d: Vec<f32>,
+    pub g: Vec<f32>,
+}
+
+impl Acts {
+    /// Quantize `x` (`t` rows of `k` values; `k` a multiple of 32) as llama.cpp's
+    /// `quantize_row_q8_0` does (f16-rounded scale, round half to even).
+    pub fn quantize(x: &[f32], k: usize) -> Acts {
+        let t = x.len() / k;
+        let kp = padded(k);
+        let mut a = Acts {
+            t,
+            kp,
+            q: vec![128; t * kp],
+            d: vec![0.0; t * kp / 32],
+            g: vec![0.0; t * kp / 16],
+        };
+        for (ti, row) in x.chunks_exact(k).enumerate() {
+            let q = &mut a.q[ti * kp..][..k];
+            let d = &mut a.d[ti * kp / 32..][..k / 32];
+            let g = &mut a.g[ti * kp / 16..][..k / 16];
+            for (((v, q), d), g) in row
+                .chunks_exact(32)
+                .zip(q.chunks_exact_mut(32))
+                .zip(d.iter_mut())
+                .zip(g.chunks_exact_mut(2))
+            {
+                let amax = v.iter().fold(0f32, |m, x| m.max(x.abs()));
+                let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+                *d = f16::from_f32(amax / 127.0).to_f32();
+                let mut sums = [0i32; 2];
+                for (i, (q, &x)) in q.iter_mut().zip(v).enumerate() {
+                    let a = crate::qdot::round_even(x * id) as i8;
+                    *q = (a as u8) ^ 0x80;
+                    sums[i / 16] += a as i32;
+                }
+                g[0] = *d * sums[0] as f32;
+                g[1] = *d * sums[1] as f32;
+            }
+        }
+        a
+    }
+}
+
+/// Converted weight rows (a thread's scratch, reused across tasks).
+#[derive(Default)]
+pub struct Rows {
+    pub n: usize,
+    pub kp: usize,
+    pub q: Vec<i8>,
+    pub s: Vec<f32>,
+    pub o: Vec<f32>,
+}
+
+impl Rows {
+    /// Convert `n` stored rows of `k` elements (`data`, `row_bytes` each) into this buffer.
+    pub fn fill(&mut self, dtype: DType, data: &[u8], row_bytes: usize, n: usize, k: usize) {
+        let kp = padded(k);
+        self.n = n;
+        self.kp = kp;
+        for (v, len) in [(&mut self.s, n * kp / 16), (&mut self.o, n * kp / 16)] {
+            v.clear();
+            v.resize(len, 0.0);
+        }
+        self.q.clear();
+        self.q.resize(n * kp, 0);
+        for r in 0..n {
+            convert::convert_row(
+                dtype,
+                &data[r * row_bytes..(r + 1) * row_bytes],
+                &mut self.q[r * kp..][..k],
+                &mut self.s[r * kp / 16..][..k / 16],
+                &mut self.o[r * kp / 16..][..k / 16],
+            );
+        }
+    }
+}
+
+/// Where a tile's results go: `out[c * ld + r]` for token `c`, weight row `r` (relative to
+/// the tile's origin).
+#[derive(Clone, Copy)]
+pub struct Out {
+    pub ptr: *mut f32,
+    pub ld: usize,
+}
+
+/// Which micro-kernel runs the tiles.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kernel {
+    Scalar,
+    Avx512,
+}
+
+impl Kernel {
+    /// The fastest kernel this CPU has.
+    pub fn best() -> Kernel {
+        if available() {
+            Kernel::Avx512
+        } else {
+            Kernel::Scalar
+        }
+    }
+}
+
+/// Every weight row of `w` against every token of `a`: `out.ptr[c * out.ld + r]` for row `r`,
+/// token `c`.
+///
+/// # Safety
+/// `out` must be valid for writes at every such index, and `kernel` supported by this CPU.
+pub unsafe fn run(kernel: Kernel, w: &Rows, a: &Acts, out: Out) {
+    debug_assert_eq!(w.kp, a.kp);
+    let mut r0 = 0;
+    while r0 < w.n {
+        let nr = (w.n - r0).min(TILE_R);
+        let mut c0 = 0;
+        while c0 < a.t {
+            let nc = (a.t - c0).min(TILE_C);
+            let o = Out {
+                ptr: out.ptr.add(c0 * out.ld + r0),
+                ld: out.ld,
+            };
+            match kernel {
+                Kernel::Scalar => tile_scalar(w, r0, nr, a, c0, nc, o),
+                #[cfg(target_arch = "x86_64")]
+                Kernel::Avx512 => x86::tile(w, r0, nr, a, c0, nc, o),
+                #[cfg(not(target_arch = "x86_64"))]
+                Kernel::Avx512 => tile_scalar(w, r0, nr, a, c0, nc, o),
+            }
+            c0 += nc;
+        }
+        r0 += nr;
+    }
+}
+
+/// The offsets' share of row `r` · token `c`: `Σ_16 o · g`.
+fn offsets(w: &Rows, r: usize, a: &Acts, c: usize) -> f32 {
+    let n = w.kp / 16;
+    let (o, g) = (&w.o[r * n..][..n], &a.g[c * n..][..n]);
+    o.iter().zip(g).map(|(o, g)| o * g).sum()
+}
+
+/// The scalar twin of the micro-kernel: the same sums, per 16 elements, in plain Rust.
+///
+/// # Safety
+/// As [`run`].
+pub unsafe fn tile_scalar(
+    w: &Rows,
+    r0: usize,
+    nr: usize,
+    a: &Acts,
+    c0: usize,
+    nc: usize,
+    out: Out,
+) {
+    let kp = w.kp;
+    for r in r0..r0 + nr {
+        let (wq, ws) = (&w.q[r * kp..][..kp], &w.s[r * kp / 16..][..kp / 16]);
+        for c in c0..c0 + nc {
+            let (aq, ad) = (&a.q[c * kp..][..kp], &a.d[c * kp / 32..][..kp / 32]);
+            let mut acc = 0f32;
+            for (j, (wq, aq)) in wq.chunks_exact(16).zip(aq.chunks_exact(16)).enumerate() {
+                let dot: i32 = wq
+                    .iter()
+                    .zip(aq)
+                    .map(|(&w, &x)| w as i32 * (x as i32 - 128))
+                    .sum();
+                acc += dot as f32 * (ws[j] * ad[j / 2]);
+            }
+            *out.ptr.add((c - c0) * out.ld + (r - r0)) = acc + offsets(w, r, a, c);
+        }
+    }
+}

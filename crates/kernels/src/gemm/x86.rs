@@ -1,0 +1,92 @@
+//! The AVX-512 VNNI micro-kernel: `R` weight rows x `C` tokens in `R * C` f32 accumulators.
+//! Per 64 elements: one byte register per row and per token, `vpdpbusd` for each pair (16
+//! int32 lanes, 4 per 16-element sub-block) starting from the row's `-128 * Σq` per lane (the
+//! activations are stored as `a + 128`), converted to f32 and multiplied by the product of
+//! the row's sub-block scales (each repeated over its 4 lanes) and the token's block scales
+//! (each over 8 lanes).
+
+use super::{Acts, Out, Rows};
+use std::arch::x86_64::*;
+
+/// Dispatch a tile of `nr` x `nc` (each 1..=4) to its monomorphised kernel.
+///
+/// # Safety
+/// AVX-512 F/BW/VNNI present; `out` valid for the tile.
+pub unsafe fn tile(w: &Rows, r0: usize, nr: usize, a: &Acts, c0: usize, nc: usize, out: Out) {
+    macro_rules! go {
+        ($($r:literal, $c:literal);*) => {
+            match (nr, nc) {
+                $(($r, $c) => kernel::<$r, $c>(w, r0, a, c0, out),)*
+                _ => super::tile_scalar(w, r0, nr, a, c0, nc, out),
+            }
+        };
+    }
+    go!(4, 4; 4, 3; 4, 2; 4, 1; 3, 4; 3, 3; 3, 2; 3, 1; 2, 4; 2, 3; 2, 2; 2, 1; 1, 4; 1, 3; 1, 2; 1, 1)
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+#[allow(clippy::needless_range_loop)] // r and c index several arrays in step
+unsafe fn kernel<const R: usize, const C: usize>(
+    w: &Rows,
+    r0: usize,
+    a: &Acts,
+    c0: usize,
+    out: Out,
+) {
+    let kp = w.kp;
+    // Lane i takes scale i / 4 (rows: 16-element sub-blocks) or i / 8 (tokens: 32-element blocks).
+    let idx_w = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
+    let idx_a = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
+    let zero = _mm512_setzero_si512();
+    let k128 = _mm512_set1_epi8(-128);
+    let mut acc = [[_mm512_setzero_ps(); C]; R];
+    let wq: [*const i8; R] = std::array::from_fn(|r| w.q.as_ptr().add((r0 + r) * kp));
+    let ws: [*const f32; R] = std::array::from_fn(|r| w.s.as_ptr().add((r0 + r) * kp / 16));
+    let aq: [*const u8; C] = std::array::from_fn(|c| a.q.as_ptr().add((c0 + c) * kp));
+    let ad: [*const f32; C] = std::array::from_fn(|c| a.d.as_ptr().add((c0 + c) * kp / 32));
+    for p in 0..kp / 64 {
+        let mut wv = [zero; R];
+        let mut neg = [zero; R];
+        let mut sw = [_mm512_setzero_ps(); R];
+        for r in 0..R {
+            wv[r] = _mm512_loadu_si512(wq[r].add(64 * p) as *const _);
+            neg[r] = _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, k128, wv[r]));
+            let s4 = _mm512_castps128_ps512(_mm_loadu_ps(ws[r].add(4 * p)));
+            sw[r] = _mm512_permutexvar_ps(idx_w, s4);
+        }
+        for c in 0..C {
+            let av = _mm512_loadu_si512(aq[c].add(64 * p) as *const _);
+            let d2 = _mm_castsi128_ps(_mm_loadl_epi64(ad[c].add(2 * p) as *const __m128i));
+            let sa = _mm512_permutexvar_ps(idx_a, _mm512_castps128_ps512(d2));
+            for r in 0..R {
+                let dot = _mm512_dpbusd_epi32(neg[r], av, wv[r]);
+                let sc = _mm512_mul_ps(sw[r], sa);
+                acc[r][c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), sc, acc[r][c]);
+            }
+        }
+    }
+    // The offsets, 16 sub-blocks at a time, into the same accumulators (their lanes are
+    // summed at the end anyway).
+    let subs = kp / 16;
+    let wo: [*const f32; R] = std::array::from_fn(|r| w.o.as_ptr().add((r0 + r) * subs));
+    let ag: [*const f32; C] = std::array::from_fn(|c| a.g.as_ptr().add((c0 + c) * subs));
+    for j in (0..subs).step_by(16) {
+        let m: __mmask16 = if subs - j >= 16 {
+            0xffff
+        } else {
+            (1u16 << (subs - j)) - 1
+        };
+        let ov: [__m512; R] = std::array::from_fn(|r| _mm512_maskz_loadu_ps(m, wo[r].add(j)));
+        for c in 0..C {
+            let gv = _mm512_maskz_loadu_ps(m, ag[c].add(j));
+            for r in 0..R {
+                acc[r][c] = _mm512_fmadd_ps(ov[r], gv, acc[r][c]);
+            }
+        }
+    }
+    for (r, acc) in acc.iter().enumerate() {
+        for (c, acc) in acc.iter().enumerate() {
+            *out.ptr.add(c * out.ld + r) = _mm512_reduce_add_ps(*acc);
+        }
+    }
+}
