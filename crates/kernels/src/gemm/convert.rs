@@ -45,10 +45,14 @@ pub fn convert_row(dtype: DType, src: &[u8], q: &mut [i8], s: &mut [f32], o: &mu
     }
 }
 
-type BlockFn = fn(&[u8], &mut [i8], &mut [f32], &mut [f32]);
-
 #[inline(always)]
-fn blocks<F: BlockFormat>(src: &[u8], q: &mut [i8], s: &mut [f32], o: &mut [f32], f: BlockFn) {
+fn blocks<F: BlockFormat>(
+    src: &[u8],
+    q: &mut [i8],
+    s: &mut [f32],
+    o: &mut [f32],
+    f: impl Fn(&[u8], &mut [i8], &mut [f32], &mut [f32]),
+) {
     let subs = F::BLOCK / 16;
     for (((b, q), s), o) in src
         .chunks_exact(F::BYTES)

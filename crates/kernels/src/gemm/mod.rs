@@ -21,6 +21,7 @@ mod x86;
 
 use crate::dtype::DType;
 use half::f16;
+use rayon::prelude::*;
 
 /// Weight rows per register tile.
 pub const TILE_R: usize = 4;
@@ -73,30 +74,35 @@ impl Acts {
             d: vec![0.0; t * kp / 32],
             g: vec![0.0; t * kp / 16],
         };
-        for (ti, row) in x.chunks_exact(k).enumerate() {
-            let q = &mut a.q[ti * kp..][..k];
-            let d = &mut a.d[ti * kp / 32..][..k / 32];
-            let g = &mut a.g[ti * kp / 16..][..k / 16];
-            for (((v, q), d), g) in row
-                .chunks_exact(32)
-                .zip(q.chunks_exact_mut(32))
-                .zip(d.iter_mut())
-                .zip(g.chunks_exact_mut(2))
-            {
-                let amax = v.iter().fold(0f32, |m, x| m.max(x.abs()));
-                let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
-                *d = f16::from_f32(amax / 127.0).to_f32();
-                let mut sums = [0i32; 2];
-                for (i, (q, &x)) in q.iter_mut().zip(v).enumerate() {
-                    let a = crate::qdot::round_even(x * id) as i8;
-                    *q = (a as u8) ^ 0x80;
-                    sums[i / 16] += a as i32;
-                }
-                g[0] = *d * sums[0] as f32;
-                g[1] = *d * sums[1] as f32;
-            }
-        }
+        // Token rows in parallel: each writes its own slices of q, d and g.
+        a.q.par_chunks_mut(kp)
+            .zip(a.d.par_chunks_mut(kp / 32))
+            .zip(a.g.par_chunks_mut(kp / 16))
+            .zip(x.par_chunks_exact(k))
+            .for_each(|(((q, d), g), row)| quantize_row(row, q, d, g));
         a
+    }
+}
+
+/// One token row: `k` values into `q[..k]`, `d[..k / 32]`, `g[..k / 16]`.
+fn quantize_row(row: &[f32], q: &mut [u8], d: &mut [f32], g: &mut [f32]) {
+    for (((v, q), d), g) in row
+        .chunks_exact(32)
+        .zip(q.chunks_exact_mut(32))
+        .zip(d.iter_mut())
+        .zip(g.chunks_exact_mut(2))
+    {
+        let amax = v.iter().fold(0f32, |m, x| m.max(x.abs()));
+        let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+        *d = f16::from_f32(amax / 127.0).to_f32();
+        let mut sums = [0i32; 2];
+        for (i, (q, &x)) in q.iter_mut().zip(v).enumerate() {
+            let a = crate::qdot::round_even(x * id) as i8;
+            *q = (a as u8) ^ 0x80;
+            sums[i / 16] += a as i32;
+        }
+        g[0] = *d * sums[0] as f32;
+        g[1] = *d * sums[1] as f32;
     }
 }
 
