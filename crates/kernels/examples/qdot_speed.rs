@@ -179,18 +179,30 @@ fn prefill(rounds: usize, tokens: usize) {
 
 /// Seconds for every row against every token on the tiled kernel, 16 rows at a time.
 fn run_tiled(t: DType, w: &[u8], rb: usize, x: &[f32]) -> f64 {
-    let a = gemm::Acts::quantize(x, PF_K);
-    let mut rows = gemm::Rows::default();
-    let mut out = vec![0f32; a.t * PF_ROWS];
+    let a = gemm::TiledActs::quantize(t, x, PF_K);
+    let mut scratch = gemm::Scratch::default();
+    let mut out = vec![0f32; x.len() / PF_K * PF_ROWS];
     let start = Instant::now();
     for r0 in (0..PF_ROWS).step_by(16) {
-        rows.fill(t, &w[r0 * rb..(r0 + 16) * rb], rb, 16, PF_K);
         let o = gemm::Out {
             ptr: out[r0..].as_mut_ptr(),
             ld: PF_ROWS,
         };
-        // SAFETY: `out` holds every (token, row) written.
-        unsafe { gemm::run(gemm::Kernel::best(), &rows, &a, o) };
+        let rows = &w[r0 * rb..(r0 + 16) * rb];
+        // SAFETY: `out` holds every (token, row) written; `a` was quantized for `t`.
+        unsafe {
+            gemm::run_rows(
+                gemm::Kernel::best(),
+                t,
+                rows,
+                rb,
+                16,
+                PF_K,
+                &a,
+                &mut scratch,
+                o,
+            )
+        };
     }
     let s = start.elapsed().as_secs_f64();
     black_box(&out);

@@ -35,7 +35,7 @@ pub struct MatJob<'a> {
 enum Dot<'a> {
     Quant(RowDot<'a>),
     /// The tiled kernel, against these activations.
-    Gemm(&'a gemm::Acts),
+    Gemm(&'a gemm::TiledActs),
     /// Float weights: each row dequantized to f32, then dotted with `x`.
     Float(&'a [f32]),
 }
@@ -82,14 +82,18 @@ pub fn matmul_many(jobs: &mut [MatJob<'_>]) -> Result<(), KernelError> {
         .zip(&ts)
         .map(|(j, &t)| takes_tiled_kernel(j.w.dtype, t))
         .collect();
-    let mut gemm_acts: Vec<(usize, usize, gemm::Acts)> = Vec::new();
+    let mut gemm_acts: Vec<(usize, usize, gemm::TiledActs)> = Vec::new();
     let mut gemm_of = vec![None; jobs.len()];
     for (ji, j) in jobs.iter().enumerate().filter(|(ji, _)| tiled[*ji]) {
         let key = (j.x.as_ptr() as usize, j.x.len());
-        gemm_of[ji] = Some(match gemm_acts.iter().position(|a| (a.0, a.1) == key) {
+        let found = gemm_acts
+            .iter()
+            .position(|a| (a.0, a.1) == key && a.2.fits(j.w.dtype));
+        gemm_of[ji] = Some(match found {
             Some(i) => i,
             None => {
-                gemm_acts.push((key.0, key.1, gemm::Acts::quantize(j.x, j.w.cols)));
+                let a = gemm::TiledActs::quantize(j.w.dtype, j.x, j.w.cols);
+                gemm_acts.push((key.0, key.1, a));
                 gemm_acts.len() - 1
             }
         });
@@ -183,10 +187,10 @@ pub fn matmul_many(jobs: &mut [MatJob<'_>]) -> Result<(), KernelError> {
         || {
             (
                 vec![0f32; if float { max_k } else { 0 }],
-                gemm::Rows::default(),
+                gemm::Scratch::default(),
             )
         },
-        |(row_f32, rows), task| -> Result<(), KernelError> {
+        |(row_f32, bufs), task| -> Result<(), KernelError> {
             let w = &weights[task.job];
             let t = ts[task.job];
             let rb = w.row_bytes();
@@ -197,15 +201,15 @@ pub fn matmul_many(jobs: &mut [MatJob<'_>]) -> Result<(), KernelError> {
                         unreachable!("only tiled jobs write their output directly")
                     };
                     let data = &w.data[task.first_row * rb..(task.first_row + n) * rb];
-                    rows.fill(w.dtype, data, rb, n, w.cols);
                     let out = gemm::Out {
                         // SAFETY: row `first_row + r` of token `c` is `c * rows + first_row + r`,
                         // inside the `[t, rows]` output; no other task writes these rows.
                         ptr: unsafe { out.0.add(task.first_row) },
                         ld: w.rows,
                     };
-                    // SAFETY: as above; `kernel` was chosen for this CPU.
-                    unsafe { gemm::run(kernel, rows, a, out) };
+                    // SAFETY: as above; `kernel` was chosen for this CPU; `a` was quantized for
+                    // this job's weights.
+                    unsafe { gemm::run_rows(kernel, w.dtype, data, rb, n, w.cols, a, bufs, out) };
                     return Ok(());
                 }
             };

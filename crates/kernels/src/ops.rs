@@ -104,9 +104,9 @@ pub fn matmul_reference(
         return Ok(());
     }
     // Quantize the activations once, as the integer kernels (and llama.cpp) do; the tiled
-    // prefill kernel rounds every format's activations as Q8_0.
+    // prefill kernel rounds the 32-element formats' activations as Q8_0.
     let fmt = if crate::matmul::takes_tiled_kernel(w.dtype, t) {
-        ActFormat::Q8_0
+        crate::gemm::act_format(w.dtype)
     } else {
         ActFormat::for_weight(w.dtype)
     };

@@ -1,11 +1,12 @@
-//! The tiled prefill kernel ([`mixture_kernels::gemm`]): its SIMD micro-kernel against the
-//! scalar twin, and both against dequantized weights times Q8_0-rounded activations in f64,
-//! for every convertible format, every tile shape (1..=4 rows x 1..=4 tokens, and ragged
-//! edges), and a row length that is not a multiple of the 64-element step.
+//! The tiled prefill kernels ([`mixture_kernels::gemm`]): the SIMD micro-kernels against their
+//! scalar twins, and both against dequantized weights times activations rounded as the kernel
+//! rounds them (Q8_0, or Q8_K for the K-quants) in f64, for every integer format, every tile
+//! shape (1..=4 rows x 1..=4 tokens, and ragged edges), and a row length that is not a
+//! multiple of the 64-element step.
 
 use half::f16;
-use mixture_kernels::actquant::{round_trip, ActFormat};
-use mixture_kernels::gemm::{self, Acts, Kernel, Out, Rows};
+use mixture_kernels::actquant::round_trip;
+use mixture_kernels::gemm::{self, Kernel, Out, Scratch, TiledActs};
 use mixture_kernels::DType;
 
 struct Rng(u64);
@@ -52,30 +53,23 @@ fn formats() -> Vec<DType> {
 
 /// `out[c * n + r]` for every row and token, with `kernel`.
 fn tiled(kernel: Kernel, t: DType, w: &[u8], n: usize, x: &[f32], k: usize) -> Vec<f32> {
-    let a = Acts::quantize(x, k);
-    let mut rows = Rows::default();
-    rows.fill(t, w, t.row_bytes(k).unwrap(), n, k);
-    let mut out = vec![f32::NAN; a.t * n];
-    // SAFETY: `out` holds every (token, row) the tiles write.
-    unsafe {
-        gemm::run(
-            kernel,
-            &rows,
-            &a,
-            Out {
-                ptr: out.as_mut_ptr(),
-                ld: n,
-            },
-        )
+    let a = TiledActs::quantize(t, x, k);
+    let mut out = vec![f32::NAN; x.len() / k * n];
+    let o = Out {
+        ptr: out.as_mut_ptr(),
+        ld: n,
     };
+    let rb = t.row_bytes(k).unwrap();
+    // SAFETY: `out` holds every (token, row) the tiles write; `a` was quantized for `t`.
+    unsafe { gemm::run_rows(kernel, t, w, rb, n, k, &a, &mut Scratch::default(), o) };
     out
 }
 
-/// Dequantized weights times Q8_0-rounded activations, in f64; also Σ|w||x| per entry (the
+/// Dequantized weights times activations rounded as the kernel rounds them, in f64; also Σ|w||x| per entry (the
 /// scale for tolerances).
 fn reference(t: DType, w: &[u8], n: usize, x: &[f32], k: usize) -> (Vec<f64>, Vec<f64>) {
     let mut xq = x.to_vec();
-    round_trip(ActFormat::Q8_0, &mut xq);
+    round_trip(gemm::act_format(t), &mut xq);
     let rb = t.row_bytes(k).unwrap();
     let tokens = x.len() / k;
     let (mut out, mut mag) = (vec![0f64; tokens * n], vec![0f64; tokens * n]);

@@ -1,7 +1,9 @@
 //! Prefill's matmul: many activation rows (tokens) against the same weight rows, as register
 //! tiles of [`TILE_R`] weight rows x [`TILE_C`] tokens.
 //!
-//! Every integer weight format is first rewritten, a few rows at a time into a thread's
+//! The 32-element formats take the kernel described here; the K-quants their own, in [`kq`].
+//!
+//! Every such weight format is first rewritten, a few rows at a time into a thread's
 //! scratch buffer, as `w = s * q + o` with one signed byte `q` per element and an f32 scale
 //! and offset per 16 elements ([`convert`]); the conversion is exact and costs a fraction of
 //! the multiplications it feeds when there are more than a handful of tokens. One
@@ -16,6 +18,7 @@
 //! [`x86`] holds the AVX-512 VNNI micro-kernel; [`tile_scalar`] is its twin.
 
 pub mod convert;
+pub mod kq;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
@@ -48,7 +51,75 @@ pub fn available() -> bool {
 
 /// Whether `dtype` weights go through this path (when [`available`]).
 pub fn supported(dtype: DType) -> bool {
-    convert::supported(dtype)
+    convert::supported(dtype) || kq::supported(dtype)
+}
+
+/// How activations are rounded for `dtype` weights here: Q8_K for the K-quants, else Q8_0.
+pub fn act_format(dtype: DType) -> crate::actquant::ActFormat {
+    if kq::supported(dtype) {
+        crate::actquant::ActFormat::Q8K
+    } else {
+        crate::actquant::ActFormat::Q8_0
+    }
+}
+
+/// Activations quantized for the weights of one matmul: Q8_0-style or Q8_K.
+pub enum TiledActs {
+    Blocks(Acts),
+    K(kq::KActs),
+}
+
+impl TiledActs {
+    /// Quantize `x` (rows of `k`) for `dtype` weights ([`supported`] ones).
+    pub fn quantize(dtype: DType, x: &[f32], k: usize) -> TiledActs {
+        if kq::supported(dtype) {
+            TiledActs::K(kq::KActs::quantize(x, k))
+        } else {
+            TiledActs::Blocks(Acts::quantize(x, k))
+        }
+    }
+
+    /// Whether these activations are the ones `dtype` weights take.
+    pub fn fits(&self, dtype: DType) -> bool {
+        matches!(self, TiledActs::K(_)) == kq::supported(dtype)
+    }
+}
+
+/// A thread's conversion buffers.
+#[derive(Default)]
+pub struct Scratch {
+    rows: Rows,
+    krows: kq::KRows,
+}
+
+/// Convert `n` stored rows (`data`, `row_bytes` each, `k` elements) into `scratch` and multiply
+/// them with every token of `acts`: `out.ptr[c * out.ld + r]`.
+///
+/// # Safety
+/// `out` valid for those writes; `kernel` supported by this CPU; `acts` quantized for `dtype`
+/// ([`TiledActs::fits`]) from rows of `k`.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn run_rows(
+    kernel: Kernel,
+    dtype: DType,
+    data: &[u8],
+    row_bytes: usize,
+    n: usize,
+    k: usize,
+    acts: &TiledActs,
+    scratch: &mut Scratch,
+    out: Out,
+) {
+    match acts {
+        TiledActs::K(a) => {
+            scratch.krows.fill(dtype, data, row_bytes, n, k);
+            kq::run(kernel, &scratch.krows, a, out);
+        }
+        TiledActs::Blocks(a) => {
+            scratch.rows.fill(dtype, data, row_bytes, n, k);
+            run(kernel, &scratch.rows, a, out);
+        }
+    }
 }
 
 /// Activations quantized for the micro-kernel: `t` rows of `kp` ([`padded`]) int8 values
@@ -173,26 +244,36 @@ impl Kernel {
 /// `out` must be valid for writes at every such index, and `kernel` supported by this CPU.
 pub unsafe fn run(kernel: Kernel, w: &Rows, a: &Acts, out: Out) {
     debug_assert_eq!(w.kp, a.kp);
-    let mut r0 = 0;
-    while r0 < w.n {
-        let nr = (w.n - r0).min(TILE_R);
-        let mut c0 = 0;
-        while c0 < a.t {
-            let nc = (a.t - c0).min(TILE_C);
+    for_each_tile(w.n, a.t, out, |r0, nr, c0, nc, o| match kernel {
+        Kernel::Scalar => tile_scalar(w, r0, nr, a, c0, nc, o),
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Avx512 => x86::tile(w, r0, nr, a, c0, nc, o),
+        #[cfg(not(target_arch = "x86_64"))]
+        Kernel::Avx512 => tile_scalar(w, r0, nr, a, c0, nc, o),
+    });
+}
+
+/// Cut `n` rows x `t` tokens into tiles of at most [`TILE_R`] x [`TILE_C`]; `f(r0, nr, c0,
+/// nc, out)` gets each tile's origin, size and output.
+///
+/// # Safety
+/// `out` valid for writes at `c * out.ld + r` for every row and token.
+unsafe fn for_each_tile(
+    n: usize,
+    t: usize,
+    out: Out,
+    mut f: impl FnMut(usize, usize, usize, usize, Out),
+) {
+    for r0 in (0..n).step_by(TILE_R) {
+        let nr = (n - r0).min(TILE_R);
+        for c0 in (0..t).step_by(TILE_C) {
+            let nc = (t - c0).min(TILE_C);
             let o = Out {
                 ptr: out.ptr.add(c0 * out.ld + r0),
                 ld: out.ld,
             };
-            match kernel {
-                Kernel::Scalar => tile_scalar(w, r0, nr, a, c0, nc, o),
-                #[cfg(target_arch = "x86_64")]
-                Kernel::Avx512 => x86::tile(w, r0, nr, a, c0, nc, o),
-                #[cfg(not(target_arch = "x86_64"))]
-                Kernel::Avx512 => tile_scalar(w, r0, nr, a, c0, nc, o),
-            }
-            c0 += nc;
+            f(r0, nr, c0, nc, o);
         }
-        r0 += nr;
     }
 }
 

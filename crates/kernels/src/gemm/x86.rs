@@ -1,10 +1,11 @@
-//! The AVX-512 VNNI micro-kernel: `R` weight rows x `C` tokens in `R * C` f32 accumulators.
+//! The AVX-512 VNNI micro-kernels (the K-quants' one is [`tile_k`]): `R` weight rows x `C` tokens in `R * C` f32 accumulators.
 //! Per 64 elements: one byte register per row and per token, `vpdpbusd` for each pair (16
 //! int32 lanes, 4 per 16-element sub-block) starting from the row's `-128 * Σq` per lane (the
 //! activations are stored as `a + 128`), converted to f32 and multiplied by the product of
 //! the row's sub-block scales (each repeated over its 4 lanes) and the token's block scales
 //! (each over 8 lanes).
 
+use super::kq::{KActs, KRows};
 use super::{Acts, Out, Rows};
 use std::arch::x86_64::*;
 
@@ -65,11 +66,123 @@ unsafe fn kernel<const R: usize, const C: usize>(
             }
         }
     }
-    // The offsets, 16 sub-blocks at a time, into the same accumulators (their lanes are
-    // summed at the end anyway).
+    // The offsets, into the same accumulators.
     let subs = kp / 16;
     let wo: [*const f32; R] = std::array::from_fn(|r| w.o.as_ptr().add((r0 + r) * subs));
     let ag: [*const f32; C] = std::array::from_fn(|c| a.g.as_ptr().add((c0 + c) * subs));
+    offsets_into(&mut acc, subs, wo, ag);
+    store(&acc, out);
+}
+
+/// Dispatch a K-quant tile of `nr` x `nc` (each 1..=4) to its monomorphised kernel.
+///
+/// # Safety
+/// AVX-512 F/BW/VNNI present; `out` valid for the tile.
+pub unsafe fn tile_k(w: &KRows, r0: usize, nr: usize, a: &KActs, c0: usize, nc: usize, out: Out) {
+    macro_rules! go {
+        ($($r:literal, $c:literal);*) => {
+            match (nr, nc) {
+                $(($r, $c) => kernel_k::<$r, $c>(w, r0, a, c0, out),)*
+                _ => super::kq::tile_scalar(w, r0, nr, a, c0, nc, out),
+            }
+        };
+    }
+    go!(4, 4; 4, 3; 4, 2; 4, 1; 3, 4; 3, 3; 3, 2; 3, 1; 2, 4; 2, 3; 2, 2; 2, 1; 1, 4; 1, 3; 1, 2; 1, 1)
+}
+
+/// K-quants: per 64 elements `vpmaddubsw` then `vpdpwssd` against the int16 sub-block scales
+/// (each over the 8 int16 lanes of its 16 elements) into int32 accumulators; per 256 one
+/// conversion and multiply-add by `d * da`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+#[allow(clippy::needless_range_loop)] // r and c index several arrays in step
+unsafe fn kernel_k<const R: usize, const C: usize>(
+    w: &KRows,
+    r0: usize,
+    a: &KActs,
+    c0: usize,
+    out: Out,
+) {
+    let k = w.k;
+    // Int16 lane i takes scale i / 8.
+    let idx_sc = _mm512_set_epi16(
+        3, 3, 3, 3, 3, 3, 3, 3, 2, 2, 2, 2, 2, 2, 2, 2, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0,
+        0, 0,
+    );
+    let mut acc = [[_mm512_setzero_ps(); C]; R];
+    let wq: [*const u8; R] = std::array::from_fn(|r| w.q.as_ptr().add((r0 + r) * k));
+    let wsc: [*const i16; R] = std::array::from_fn(|r| w.sc.as_ptr().add((r0 + r) * k / 16));
+    let aq: [*const i8; C] = std::array::from_fn(|c| a.q.as_ptr().add((c0 + c) * k));
+    let mut facc = [[0f32; 16]; 16];
+    let facc = facc.as_flattened_mut();
+    for sb in 0..k / 256 {
+        let mut isum = [[_mm512_setzero_si512(); C]; R];
+        for p in 4 * sb..4 * sb + 4 {
+            let mut wv = [_mm512_setzero_si512(); R];
+            let mut sc = [_mm512_setzero_si512(); R];
+            for r in 0..R {
+                wv[r] = _mm512_loadu_si512(wq[r].add(64 * p) as *const _);
+                let s4 = _mm_loadl_epi64(wsc[r].add(4 * p) as *const __m128i);
+                sc[r] = _mm512_permutexvar_epi16(idx_sc, _mm512_castsi128_si512(s4));
+            }
+            for c in 0..C {
+                let av = _mm512_loadu_si512(aq[c].add(64 * p) as *const _);
+                for r in 0..R {
+                    let pairs = _mm512_maddubs_epi16(wv[r], av);
+                    isum[r][c] = dpwssd(isum[r][c], pairs, sc[r]);
+                }
+            }
+        }
+        // The f32 accumulators live in memory (once per super-block), so the int32 ones keep
+        // the registers.
+        for r in 0..R {
+            let dw = *w.d.get_unchecked((r0 + r) * k / 256 + sb);
+            for c in 0..C {
+                let da = *a.d.get_unchecked((c0 + c) * k / 256 + sb);
+                let s = _mm512_set1_ps(dw * da);
+                let f = facc.as_mut_ptr().add(16 * (r * C + c));
+                let v = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[r][c]), s, _mm512_loadu_ps(f));
+                _mm512_storeu_ps(f, v);
+            }
+        }
+        std::hint::black_box(facc.as_mut_ptr());
+    }
+    for r in 0..R {
+        for c in 0..C {
+            acc[r][c] = _mm512_loadu_ps(facc.as_ptr().add(16 * (r * C + c)));
+        }
+    }
+    let subs = k / 16;
+    let wo: [*const f32; R] = std::array::from_fn(|r| w.o.as_ptr().add((r0 + r) * subs));
+    let ag: [*const f32; C] = std::array::from_fn(|c| a.g.as_ptr().add((c0 + c) * subs));
+    offsets_into(&mut acc, subs, wo, ag);
+    store(&acc, out);
+}
+
+/// `vpdpwssd` as one instruction: LLVM rewrites the intrinsic into `vpmaddwd` + `vpaddd`
+/// (two instructions) when it can, which costs the kernel a third of its speed.
+#[inline]
+#[target_feature(enable = "avx512f,avx512vnni")]
+unsafe fn dpwssd(mut acc: __m512i, a: __m512i, b: __m512i) -> __m512i {
+    std::arch::asm!(
+        "vpdpwssd {acc}, {a}, {b}",
+        acc = inout(zmm_reg) acc,
+        a = in(zmm_reg) a,
+        b = in(zmm_reg) b,
+        options(pure, nomem, nostack, preserves_flags),
+    );
+    acc
+}
+
+/// `acc[r][c] += Σ_j o_r[j] * g_c[j]` over `subs` entries, 16 at a time (the lanes of each
+/// accumulator are summed at the end anyway).
+#[inline(always)]
+#[allow(clippy::needless_range_loop)]
+unsafe fn offsets_into<const R: usize, const C: usize>(
+    acc: &mut [[__m512; C]; R],
+    subs: usize,
+    wo: [*const f32; R],
+    ag: [*const f32; C],
+) {
     for j in (0..subs).step_by(16) {
         let m: __mmask16 = if subs - j >= 16 {
             0xffff
@@ -84,6 +197,11 @@ unsafe fn kernel<const R: usize, const C: usize>(
             }
         }
     }
+}
+
+/// Sum each accumulator's lanes into `out[c * ld + r]`.
+#[inline(always)]
+unsafe fn store<const R: usize, const C: usize>(acc: &[[__m512; C]; R], out: Out) {
     for (r, acc) in acc.iter().enumerate() {
         for (c, acc) in acc.iter().enumerate() {
             *out.ptr.add(c * out.ld + r) = _mm512_reduce_add_ps(*acc);
