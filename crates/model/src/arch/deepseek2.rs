@@ -14,7 +14,7 @@
 //!
 //! YaRN: the softmax scale is multiplied by `mscale(factor, mscale_all_dim)^2`.
 
-use super::layers::{add_in_place, embed, FeedForward, Ffn, Linear, Moe, RmsNorm};
+use super::layers::{add_in_place, attention, embed, FeedForward, Ffn, Linear, Moe, RmsNorm};
 use super::rope::{yarn_mscale, Rope};
 use super::{Architecture, Logits};
 use crate::error::{ModelError, Result};
@@ -25,6 +25,22 @@ use crate::spec::{MlaParams, ModelSpec, RopeScaling};
 use mixture_kernels::ops::{dot, softmax};
 use mixture_kernels::vecf32::axpy;
 use rayon::prelude::*;
+
+/// Fewest new tokens for which attention may take the expanded form: below it both forms are
+/// cheap, and the absorbed one is what llama.cpp computes (so short sequences match it to
+/// the rounding).
+const EXPAND_MIN_TOKENS: usize = 64;
+
+/// Which form of MLA a forward pass uses ([`Deepseek2::forward_in`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MlaForm {
+    /// The cheaper one for the sequence at hand.
+    Auto,
+    #[cfg_attr(not(test), allow(dead_code))]
+    Absorbed,
+    #[cfg_attr(not(test), allow(dead_code))]
+    Expanded,
+}
 
 /// How queries are produced.
 enum QueryProj {
@@ -159,6 +175,160 @@ impl Deepseek2 {
     }
 }
 
+impl Deepseek2 {
+    /// Whether attention over `n_pos` positions (the last `t` of them new) costs fewer
+    /// multiply-adds with the keys and values expanded per head ([`Self::attend_expanded`]:
+    /// prefill from a short cache) than absorbed into the queries ([`Self::attend_absorbed`]:
+    /// decode, or a few tokens after a long cache).
+    fn expand_is_cheaper(&self, t: usize, n_pos: usize) -> bool {
+        if t < EXPAND_MIN_TOKENS {
+            return false;
+        }
+        let m = &self.mla;
+        let (lora, qd) = (m.kv_lora_rank, m.qk_nope_dim + m.qk_rope_dim);
+        let visible = n_pos.saturating_sub(t / 2); // mean positions each new token sees
+        let absorbed =
+            t * visible * (2 * lora + m.qk_rope_dim) + t * lora * (m.qk_nope_dim + m.v_head_dim);
+        let expanded =
+            n_pos * lora * (m.qk_nope_dim + m.v_head_dim) + t * visible * (qd + m.v_head_dim);
+        expanded < absorbed
+    }
+
+    /// Absorbed MLA: the key up-projection folded into the queries, attention over the latent
+    /// cache, the value up-projection after it. `q` is `[t, nh * qd]` (roped), `cache_k` the
+    /// layer's `[n_pos, lora + rope]` cache. Returns `[t, nh * vd]`.
+    fn attend_absorbed(
+        &self,
+        block: &Block,
+        q: &[f32],
+        t: usize,
+        cache_k: &[f32],
+    ) -> Result<Vec<f32>> {
+        let nh = self.spec.hparams.n_heads;
+        let MlaParams {
+            qk_nope_dim: nope,
+            qk_rope_dim: rd,
+            v_head_dim: vd,
+            kv_lora_rank: lora,
+            ..
+        } = self.mla;
+        let (qd, kw) = (nope + rd, lora + rd);
+        let n_pos = cache_k.len() / kw;
+        // Absorb the key up-projection into the queries: per head, [t, nope] → [t, lora];
+        // all heads in one parallel region.
+        let q_nope: Vec<Vec<f32>> = (0..nh)
+            .map(|head| {
+                (0..t)
+                    .flat_map(|ti| q[(ti * nh + head) * qd..][..nope].iter().copied())
+                    .collect()
+            })
+            .collect();
+        let jobs: Vec<(&Linear, &[f32])> = block
+            .k_b
+            .iter()
+            .zip(&q_nope)
+            .map(|(l, x)| (l, x.as_slice()))
+            .collect();
+        let q_abs = Linear::forward_many(&jobs)?; // nh x [t, lora]
+                                                  // Attention over the latent cache, heads in parallel: Σ_p a_p c_p, [t, lora].
+        let latents: Vec<Vec<f32>> = q_abs
+            .par_iter()
+            .enumerate()
+            .map(|(head, q_abs)| {
+                let mut latent = vec![0f32; t * lora];
+                let mut scores = vec![0f32; n_pos];
+                for ti in 0..t {
+                    let visible = n_pos - t + ti + 1;
+                    let qa = &q_abs[ti * lora..(ti + 1) * lora];
+                    let qr = &q[(ti * nh + head) * qd + nope..][..rd];
+                    for (p, s) in scores[..visible].iter_mut().enumerate() {
+                        let c = &cache_k[p * kw..(p + 1) * kw];
+                        *s = (dot(qa, &c[..lora]) + dot(qr, &c[lora..])) * self.scale;
+                    }
+                    softmax(&mut scores[..visible]);
+                    let out = &mut latent[ti * lora..(ti + 1) * lora];
+                    for (p, &w) in scores[..visible].iter().enumerate() {
+                        axpy(out, w, &cache_k[p * kw..p * kw + lora]);
+                    }
+                }
+                latent
+            })
+            .collect();
+        // The value up-projection, all heads in one region: [t, lora] → [t, vd].
+        let jobs: Vec<(&Linear, &[f32])> = block
+            .v_b
+            .iter()
+            .zip(&latents)
+            .map(|(l, x)| (l, x.as_slice()))
+            .collect();
+        let heads = Linear::forward_many(&jobs)?;
+        let mut attn = vec![0f32; t * nh * vd]; // [t, nh * vd]
+        for (head, o) in heads.iter().enumerate() {
+            for ti in 0..t {
+                attn[(ti * nh + head) * vd..][..vd].copy_from_slice(&o[ti * vd..(ti + 1) * vd]);
+            }
+        }
+        Ok(attn)
+    }
+
+    /// Expanded MLA, as the paper writes it: every cached position's latent up-projected to
+    /// per-head keys (`k_b[h]ᵀ · c`, plus the shared rope key) and values (`v_b[h] · c`), then
+    /// plain attention. Same arguments and result as [`Self::attend_absorbed`].
+    fn attend_expanded(
+        &self,
+        block: &Block,
+        q: &[f32],
+        t: usize,
+        cache_k: &[f32],
+    ) -> Result<Vec<f32>> {
+        let nh = self.spec.hparams.n_heads;
+        let MlaParams {
+            qk_nope_dim: nope,
+            qk_rope_dim: rd,
+            v_head_dim: vd,
+            kv_lora_rank: lora,
+            ..
+        } = self.mla;
+        let (qd, kw) = (nope + rd, lora + rd);
+        let n_pos = cache_k.len() / kw;
+        let latents: Vec<f32> = cache_k
+            .chunks_exact(kw)
+            .flat_map(|row| row[..lora].iter().copied())
+            .collect(); // [n_pos, lora]
+                        // Values: v_b[h] · c for every head, one parallel region. nh x [n_pos, vd]
+        let jobs: Vec<(&Linear, &[f32])> = block.v_b.iter().map(|l| (l, &latents[..])).collect();
+        let values_h = Linear::forward_many(&jobs)?;
+        // Keys: c · k_b[h] ([lora, nope], so a sum of its rows weighted by c), heads in
+        // parallel. nh x [n_pos, nope]
+        let keys_h: Vec<Vec<f32>> = block
+            .k_b
+            .par_iter()
+            .map(|l| -> Result<Vec<f32>> {
+                let kb = l.w.to_f32()?; // [lora, nope]
+                let mut k = vec![0f32; n_pos * nope];
+                for (kp, c) in k.chunks_exact_mut(nope).zip(latents.chunks_exact(lora)) {
+                    for (&cl, row) in c.iter().zip(kb.chunks_exact(nope)) {
+                        axpy(kp, cl, row);
+                    }
+                }
+                Ok(k)
+            })
+            .collect::<Result<_>>()?;
+        let mut keys = vec![0f32; n_pos * nh * qd]; // [n_pos, nh, nope + rope]
+        let mut values = vec![0f32; n_pos * nh * vd]; // [n_pos, nh, vd]
+        for p in 0..n_pos {
+            let rope_key = &cache_k[p * kw + lora..(p + 1) * kw];
+            for h in 0..nh {
+                let k = &mut keys[(p * nh + h) * qd..][..qd];
+                k[..nope].copy_from_slice(&keys_h[h][p * nope..][..nope]);
+                k[nope..].copy_from_slice(rope_key);
+                values[(p * nh + h) * vd..][..vd].copy_from_slice(&values_h[h][p * vd..][..vd]);
+            }
+        }
+        Ok(attention(q, t, &keys, &values, nh, nh, qd, vd, self.scale))
+    }
+}
+
 impl Architecture for Deepseek2 {
     fn spec(&self) -> &ModelSpec {
         &self.spec
@@ -169,12 +339,24 @@ impl Architecture for Deepseek2 {
     }
 
     fn forward(&self, tokens: &[u32], cache: &mut KvCache, logits: Logits) -> Result<Vec<f32>> {
+        self.forward_in(tokens, cache, logits, MlaForm::Auto)
+    }
+}
+
+impl Deepseek2 {
+    /// [`Architecture::forward`] with the MLA form chosen by `form`.
+    fn forward_in(
+        &self,
+        tokens: &[u32],
+        cache: &mut KvCache,
+        logits: Logits,
+        form: MlaForm,
+    ) -> Result<Vec<f32>> {
         let hp = &self.spec.hparams;
         let (d, nh) = (hp.hidden, hp.n_heads);
         let MlaParams {
             qk_nope_dim: nope,
             qk_rope_dim: rd,
-            v_head_dim: vd,
             kv_lora_rank: lora,
             ..
         } = self.mla;
@@ -185,7 +367,8 @@ impl Architecture for Deepseek2 {
         let mut x = embed(&self.token_embd, tokens, d)?; // [t, d]
         for (block, kv) in self.blocks.iter().zip(cache.layers.iter_mut()) {
             let h = block.attn_norm.forward(&x); // [t, d]
-                                                 // The query's first projection and the KV compression read the same input.
+
+            // The query's first projection and the KV compression read the same input.
             let q_in = match &block.q {
                 QueryProj::Direct(w) => w,
                 QueryProj::LowRank { a, .. } => a,
@@ -214,62 +397,16 @@ impl Architecture for Deepseek2 {
                 );
             }
             kv.k.extend_from_slice(&ckv);
-            let n_pos = kv.k.len() / kw;
-            // Absorb the key up-projection into the queries: per head, [t, nope] → [t, lora];
-            // all heads in one parallel region.
-            let q_nope: Vec<Vec<f32>> = (0..nh)
-                .map(|head| {
-                    (0..t)
-                        .flat_map(|ti| q[(ti * nh + head) * qd..][..nope].iter().copied())
-                        .collect()
-                })
-                .collect();
-            let jobs: Vec<(&Linear, &[f32])> = block
-                .k_b
-                .iter()
-                .zip(&q_nope)
-                .map(|(l, x)| (l, x.as_slice()))
-                .collect();
-            let q_abs = Linear::forward_many(&jobs)?; // nh x [t, lora]
-                                                      // Attention over the latent cache, heads in parallel: Σ_p a_p c_p, [t, lora].
-            let cache_k = &kv.k;
-            let latents: Vec<Vec<f32>> = q_abs
-                .par_iter()
-                .enumerate()
-                .map(|(head, q_abs)| {
-                    let mut latent = vec![0f32; t * lora];
-                    let mut scores = vec![0f32; n_pos];
-                    for ti in 0..t {
-                        let visible = n_pos - t + ti + 1;
-                        let qa = &q_abs[ti * lora..(ti + 1) * lora];
-                        let qr = &q[(ti * nh + head) * qd + nope..][..rd];
-                        for (p, s) in scores[..visible].iter_mut().enumerate() {
-                            let c = &cache_k[p * kw..(p + 1) * kw];
-                            *s = (dot(qa, &c[..lora]) + dot(qr, &c[lora..])) * self.scale;
-                        }
-                        softmax(&mut scores[..visible]);
-                        let out = &mut latent[ti * lora..(ti + 1) * lora];
-                        for (p, &w) in scores[..visible].iter().enumerate() {
-                            axpy(out, w, &cache_k[p * kw..p * kw + lora]);
-                        }
-                    }
-                    latent
-                })
-                .collect();
-            // The value up-projection, all heads in one region: [t, lora] → [t, vd].
-            let jobs: Vec<(&Linear, &[f32])> = block
-                .v_b
-                .iter()
-                .zip(&latents)
-                .map(|(l, x)| (l, x.as_slice()))
-                .collect();
-            let heads = Linear::forward_many(&jobs)?;
-            let mut attn = vec![0f32; t * nh * vd]; // [t, nh * vd]
-            for (head, o) in heads.iter().enumerate() {
-                for ti in 0..t {
-                    attn[(ti * nh + head) * vd..][..vd].copy_from_slice(&o[ti * vd..(ti + 1) * vd]);
-                }
-            }
+            let expand = match form {
+                MlaForm::Auto => self.expand_is_cheaper(t, kv.k.len() / kw),
+                MlaForm::Absorbed => false,
+                MlaForm::Expanded => true,
+            };
+            let attn = if expand {
+                self.attend_expanded(block, &q, t, &kv.k)?
+            } else {
+                self.attend_absorbed(block, &q, t, &kv.k)?
+            }; // [t, nh * vd]
             add_in_place(&mut x, &block.wo.forward(&attn, t)?);
             let h = block.ffn_norm.forward(&x);
             add_in_place(&mut x, &block.ffn.forward(&h, t, d)?);
@@ -278,5 +415,59 @@ impl Architecture for Deepseek2 {
         let (mut x, rows) = logits.select(x, t, d);
         self.output_norm.apply(&mut x);
         self.output.forward(&x, rows) // [rows, vocab]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    /// Both MLA forms compute the same attention: on the f32 fixtures (no activation rounding)
+    /// their logits agree to float rounding, for a prefill long enough that `Auto` expands,
+    /// and for tokens decoded after it.
+    #[test]
+    fn expanded_and_absorbed_attention_agree() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures");
+        for name in ["deepseek2", "deepseek3"] {
+            let loaded = crate::load(&root.join(name).join("model.f32.gguf")).expect("load");
+            let m = Deepseek2::new(loaded).expect("build");
+            let vocab = m.spec.hparams.vocab_size as u64;
+            let ids: Vec<u32> = (0..80u64)
+                .map(|i| ((i * 7919 + 13) % vocab) as u32)
+                .collect();
+            let (prompt, next) = ids.split_at(72);
+            let run = |form: MlaForm| {
+                let mut cache = m.new_cache();
+                let mut all = m
+                    .forward_in(prompt, &mut cache, Logits::All, form)
+                    .expect("prefill");
+                all.extend(
+                    m.forward_in(next, &mut cache, Logits::All, form)
+                        .expect("decode"),
+                );
+                all
+            };
+            let (a, e) = (run(MlaForm::Absorbed), run(MlaForm::Expanded));
+            assert_eq!(a.len(), e.len());
+            let worst = a
+                .iter()
+                .zip(&e)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0f32, f32::max);
+            let scale = a.iter().map(|x| x.abs()).fold(0f32, f32::max);
+            assert!(
+                worst <= 1e-4 * scale.max(1.0),
+                "{name}: max |Δ logit| {worst} (scale {scale})"
+            );
+            assert!(
+                m.expand_is_cheaper(prompt.len(), prompt.len()),
+                "{name}: prefill expands"
+            );
+            assert!(
+                !m.expand_is_cheaper(1, prompt.len() + 1),
+                "{name}: decode absorbs"
+            );
+        }
     }
 }
