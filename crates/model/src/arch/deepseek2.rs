@@ -175,7 +175,33 @@ impl Deepseek2 {
     }
 }
 
+/// The attention's widths, named as in the shape comments.
+struct Dims {
+    nh: usize,
+    nope: usize,
+    rd: usize,
+    vd: usize,
+    lora: usize,
+    /// `nope + rd`: one head of a query or key.
+    qd: usize,
+    /// `lora + rd`: one cached position.
+    kw: usize,
+}
+
 impl Deepseek2 {
+    fn dims(&self) -> Dims {
+        let m = &self.mla;
+        Dims {
+            nh: self.spec.hparams.n_heads,
+            nope: m.qk_nope_dim,
+            rd: m.qk_rope_dim,
+            vd: m.v_head_dim,
+            lora: m.kv_lora_rank,
+            qd: m.qk_nope_dim + m.qk_rope_dim,
+            kw: m.kv_lora_rank + m.qk_rope_dim,
+        }
+    }
+
     /// Whether attention over `n_pos` positions (the last `t` of them new) costs fewer
     /// multiply-adds with the keys and values expanded per head ([`Self::attend_expanded`]:
     /// prefill from a short cache) than absorbed into the queries ([`Self::attend_absorbed`]:
@@ -204,15 +230,15 @@ impl Deepseek2 {
         t: usize,
         cache_k: &[f32],
     ) -> Result<Vec<f32>> {
-        let nh = self.spec.hparams.n_heads;
-        let MlaParams {
-            qk_nope_dim: nope,
-            qk_rope_dim: rd,
-            v_head_dim: vd,
-            kv_lora_rank: lora,
-            ..
-        } = self.mla;
-        let (qd, kw) = (nope + rd, lora + rd);
+        let Dims {
+            nh,
+            nope,
+            rd,
+            vd,
+            lora,
+            qd,
+            kw,
+        } = self.dims();
         let n_pos = cache_k.len() / kw;
         // Absorb the key up-projection into the queries: per head, [t, nope] → [t, lora];
         // all heads in one parallel region.
@@ -281,15 +307,15 @@ impl Deepseek2 {
         t: usize,
         cache_k: &[f32],
     ) -> Result<Vec<f32>> {
-        let nh = self.spec.hparams.n_heads;
-        let MlaParams {
-            qk_nope_dim: nope,
-            qk_rope_dim: rd,
-            v_head_dim: vd,
-            kv_lora_rank: lora,
-            ..
-        } = self.mla;
-        let (qd, kw) = (nope + rd, lora + rd);
+        let Dims {
+            nh,
+            nope,
+            rd: _,
+            vd,
+            lora,
+            qd,
+            kw,
+        } = self.dims();
         let n_pos = cache_k.len() / kw;
         let latents: Vec<f32> = cache_k
             .chunks_exact(kw)
