@@ -1,6 +1,7 @@
 //! Sessions over a model: the KV cache, prefill and decode steps, sampling and scoring.
 //! (Batching, the prefix cache and speculative decoding come later and live here too.)
 
+pub mod constrain;
 pub mod reasoning;
 pub mod sampler;
 pub mod session;

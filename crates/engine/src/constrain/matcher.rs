@@ -1,0 +1,908 @@
+//! The byte-level matcher: a pushdown automaton whose stack holds what is still expected.
+//!
+//! A [`State`] is a small set of stacks (more than one only while `anyOf` alternatives are
+//! undecided). Each stack is a list of [`Frame`]s, the last one being matched now. A byte is
+//! fed to the top frame; a frame that has finished passes the byte on to the frame below it.
+//! Everything is plain data, so a state is cloned cheaply while the vocabulary trie is walked.
+
+use super::schema::{Grammar, Node, ANY_ARRAY, ANY_LITERALS, ANY_OBJECT, UNBOUNDED};
+
+/// Longest run of whitespace between two JSON tokens.
+pub const MAX_WS_RUN: u8 = 24;
+/// Deepest nesting of frames (objects, arrays, strings...) on one stack.
+pub const MAX_FRAMES: usize = 48;
+/// Most stacks kept at once (undecided `anyOf` alternatives).
+const MAX_STACKS: usize = 64;
+/// Digits in a number's integer part (keeps integers within i64), fraction and exponent.
+const MAX_INT_DIGITS: u8 = 18;
+const MAX_FRAC_DIGITS: u8 = 16;
+const MAX_EXP_DIGITS: u8 = 2;
+/// How deep `anyOf` / `$ref` expansions may nest while one byte is read.
+const MAX_EXPANSION: u32 = 32;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ObjPhase {
+    /// After `{`: a key or `}`.
+    Open,
+    /// Inside a listed key (`mask` holds the candidates, `pos` the bytes matched).
+    Key,
+    /// After a key: `:`.
+    Colon,
+    /// After a value: `,` or `}`.
+    AfterValue,
+    /// After `,`: a key.
+    ExpectKey,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ArrPhase {
+    Open,
+    AfterValue,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NumPhase {
+    Start,
+    Minus,
+    Zero,
+    Int,
+    Dot,
+    Frac,
+    E,
+    ESign,
+    Exp,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Frame {
+    /// A value of `node`, not started yet (whitespace allowed first).
+    Value {
+        node: u32,
+    },
+    Obj {
+        node: u32,
+        phase: ObjPhase,
+        /// Index of the first property that may still come.
+        next: u8,
+        /// The property whose key was just read.
+        cur: u8,
+        pos: u16,
+        mask: u64,
+    },
+    Arr {
+        node: u32,
+        count: u32,
+        phase: ArrPhase,
+    },
+    /// A string's contents after the opening quote.
+    Str {
+        min: u32,
+        max: u32,
+        /// Code points so far (saturates at `min` when there is no maximum).
+        len: u32,
+        /// 0: plain; 1: after `\`; 2..=6: reading the hex digits of `\u` (see `str_byte`).
+        esc: u8,
+        /// UTF-8 continuation bytes still expected, and the range of the next one.
+        need: u8,
+        lo: u8,
+        hi: u8,
+    },
+    Num {
+        integer: bool,
+        phase: NumPhase,
+        digits: u8,
+    },
+    Lits {
+        node: u32,
+        mask: u64,
+        pos: u16,
+    },
+}
+
+/// One way the input so far can continue.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub(crate) struct Stack {
+    frames: Vec<Frame>,
+    /// Whitespace bytes in the current run.
+    ws: u8,
+}
+
+/// The matcher state: the stacks alive after the input so far.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct State {
+    stacks: Vec<Stack>,
+    /// Live stacks are `stacks[..n]`; the rest are spare buffers.
+    n: usize,
+}
+
+fn is_ws(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | b'\r')
+}
+
+fn lit_bytes(g: &Grammar, node: u32) -> &[Vec<u8>] {
+    match g.node(node) {
+        Node::Literals(l) => l,
+        _ => &[],
+    }
+}
+
+/// Candidate property keys at index `next`: up to and including the next required one.
+fn key_candidates(props: &[super::schema::Prop], next: u8) -> u64 {
+    let mut mask = 0u64;
+    for (i, p) in props.iter().enumerate().skip(next as usize) {
+        mask |= 1u64 << i;
+        if p.required {
+            break;
+        }
+    }
+    mask
+}
+
+fn required_left(props: &[super::schema::Prop], next: u8) -> bool {
+    props.iter().skip(next as usize).any(|p| p.required)
+}
+
+/// Whether a value of `node` can start with byte `b` (`depth` bounds `anyOf` nesting).
+fn starts(g: &Grammar, node: u32, b: u8, depth: u32) -> bool {
+    if depth > MAX_EXPANSION {
+        return false;
+    }
+    match g.node(node) {
+        Node::Any => matches!(
+            b,
+            b'{' | b'[' | b'"' | b'-' | b'0'..=b'9' | b't' | b'f' | b'n'
+        ),
+        Node::Object { .. } => b == b'{',
+        Node::Array { .. } => b == b'[',
+        Node::String { .. } => b == b'"',
+        Node::Number { .. } => b == b'-' || b.is_ascii_digit(),
+        Node::Literals(l) => l.iter().any(|l| l.first() == Some(&b)),
+        Node::Union(alts) => alts.iter().any(|&a| starts(g, a, b, depth + 1)),
+        Node::Pending => false,
+    }
+}
+
+fn can_end(g: &Grammar, f: &Frame) -> bool {
+    match *f {
+        Frame::Num { phase, .. } => {
+            matches!(
+                phase,
+                NumPhase::Zero | NumPhase::Int | NumPhase::Frac | NumPhase::Exp
+            )
+        }
+        Frame::Lits { node, mask, pos } => lit_bytes(g, node)
+            .iter()
+            .enumerate()
+            .any(|(i, l)| mask & (1u64 << i) != 0 && l.len() == pos as usize),
+        _ => false,
+    }
+}
+
+impl Stack {
+    pub(crate) fn root(node: u32) -> Stack {
+        Stack {
+            frames: vec![Frame::Value { node }],
+            ws: 0,
+        }
+    }
+
+    /// Nothing is left to match.
+    fn is_empty(&self) -> bool {
+        self.frames.is_empty()
+    }
+
+    /// The input so far is a complete value (what remains can all end here).
+    fn can_finish(&self, g: &Grammar) -> bool {
+        self.frames.iter().all(|f| can_end(g, f))
+    }
+
+    fn push(&mut self, f: Frame) -> bool {
+        if self.frames.len() >= MAX_FRAMES {
+            return false;
+        }
+        self.frames.push(f);
+        true
+    }
+
+    /// Feed one byte. Returns false when the byte cannot follow. Alternatives opened by
+    /// `anyOf` are added to `forks` (already fed).
+    fn feed(&mut self, g: &Grammar, b: u8, forks: &mut Vec<Stack>, depth: u32) -> bool {
+        loop {
+            let Some(top) = self.frames.last_mut() else {
+                return false;
+            };
+            match top {
+                Frame::Value { node } => {
+                    let node = *node;
+                    if is_ws(b) {
+                        return self.space();
+                    }
+                    return self.expand(g, node, b, forks, depth);
+                }
+                Frame::Str { .. } => {
+                    self.ws = 0;
+                    return str_byte(top, b) && self.str_end_check(b);
+                }
+                Frame::Num {
+                    integer,
+                    phase,
+                    digits,
+                } => {
+                    match num_byte(*integer, phase, digits, b) {
+                        Some(true) => {
+                            self.ws = 0;
+                            return true;
+                        }
+                        Some(false) => return false,
+                        None => {
+                            // The number ended: the byte belongs to what follows.
+                            self.frames.pop();
+                            continue;
+                        }
+                    }
+                }
+                Frame::Lits { node, mask, pos } => {
+                    let lits = lit_bytes(g, *node);
+                    let p = *pos as usize;
+                    let mut next = 0u64;
+                    let mut complete = false;
+                    for (i, l) in lits.iter().enumerate() {
+                        if *mask & (1u64 << i) == 0 {
+                            continue;
+                        }
+                        if l.len() == p {
+                            complete = true;
+                        } else if l.get(p) == Some(&b) {
+                            next |= 1u64 << i;
+                        }
+                    }
+                    if next != 0 {
+                        *mask = next;
+                        *pos += 1;
+                        self.ws = 0;
+                        let p = p + 1;
+                        let all_done = lits
+                            .iter()
+                            .enumerate()
+                            .all(|(i, l)| next & (1u64 << i) == 0 || l.len() == p);
+                        if all_done {
+                            self.frames.pop();
+                        }
+                        return true;
+                    }
+                    if complete {
+                        self.frames.pop();
+                        continue;
+                    }
+                    return false;
+                }
+                Frame::Arr { node, count, phase } => {
+                    let (items, min, max) = match g.node(*node) {
+                        Node::Array { items, min, max } => (*items, *min, *max),
+                        _ => return false,
+                    };
+                    if is_ws(b) {
+                        return self.space();
+                    }
+                    match (*phase, b) {
+                        (ArrPhase::Open, b']') | (ArrPhase::AfterValue, b']') => {
+                            if *count < min {
+                                return false;
+                            }
+                            self.frames.pop();
+                            self.ws = 0;
+                            return true;
+                        }
+                        (ArrPhase::AfterValue, b',') => {
+                            if *count >= max {
+                                return false;
+                            }
+                            *count += 1;
+                            self.ws = 0;
+                            return self.push(Frame::Value { node: items });
+                        }
+                        (ArrPhase::Open, _) => {
+                            if max == 0 {
+                                return false;
+                            }
+                            *count = 1;
+                            *phase = ArrPhase::AfterValue;
+                            if !self.push(Frame::Value { node: items }) {
+                                return false;
+                            }
+                            continue;
+                        }
+                        _ => return false,
+                    }
+                }
+                Frame::Obj { .. } => return self.obj_byte(g, b),
+            }
+        }
+    }
+
+    fn space(&mut self) -> bool {
+        if self.ws >= MAX_WS_RUN {
+            return false;
+        }
+        self.ws += 1;
+        true
+    }
+
+    /// After a string byte: a closing quote pops the string.
+    fn str_end_check(&mut self, b: u8) -> bool {
+        if let Some(Frame::Str { esc: 7, .. }) = self.frames.last() {
+            debug_assert_eq!(b, b'"');
+            self.frames.pop();
+        }
+        true
+    }
+
+    fn expand(
+        &mut self,
+        g: &Grammar,
+        node: u32,
+        b: u8,
+        forks: &mut Vec<Stack>,
+        depth: u32,
+    ) -> bool {
+        if depth > MAX_EXPANSION {
+            return false;
+        }
+        let start = match g.node(node) {
+            Node::Any => match b {
+                b'{' => Frame::Value { node: ANY_OBJECT },
+                b'[' => Frame::Value { node: ANY_ARRAY },
+                b'"' => Frame::Str {
+                    min: 0,
+                    max: UNBOUNDED,
+                    len: 0,
+                    esc: 0,
+                    need: 0,
+                    lo: 0,
+                    hi: 0,
+                },
+                b'-' | b'0'..=b'9' => Frame::Num {
+                    integer: false,
+                    phase: NumPhase::Start,
+                    digits: 0,
+                },
+                b't' | b'f' | b'n' => Frame::Lits {
+                    node: ANY_LITERALS,
+                    mask: u64::MAX,
+                    pos: 0,
+                },
+                _ => return false,
+            },
+            Node::Object { props, .. } => {
+                if b != b'{' {
+                    return false;
+                }
+                let _ = props;
+                self.frames.pop();
+                self.ws = 0;
+                return self.push(Frame::Obj {
+                    node,
+                    phase: ObjPhase::Open,
+                    next: 0,
+                    cur: 0,
+                    pos: 0,
+                    mask: 0,
+                });
+            }
+            Node::Array { .. } => {
+                if b != b'[' {
+                    return false;
+                }
+                self.frames.pop();
+                self.ws = 0;
+                return self.push(Frame::Arr {
+                    node,
+                    count: 0,
+                    phase: ArrPhase::Open,
+                });
+            }
+            Node::String { min, max } => {
+                if b != b'"' {
+                    return false;
+                }
+                self.frames.pop();
+                self.ws = 0;
+                return self.push(Frame::Str {
+                    min: *min,
+                    max: *max,
+                    len: 0,
+                    esc: 0,
+                    need: 0,
+                    lo: 0,
+                    hi: 0,
+                });
+            }
+            Node::Number { integer } => Frame::Num {
+                integer: *integer,
+                phase: NumPhase::Start,
+                digits: 0,
+            },
+            Node::Literals(_) => Frame::Lits {
+                node,
+                mask: u64::MAX,
+                pos: 0,
+            },
+            Node::Union(alts) => {
+                let mut viable = alts.iter().copied().filter(|&a| starts(g, a, b, depth + 1));
+                let Some(first) = viable.next() else {
+                    return false;
+                };
+                for alt in viable {
+                    if forks.len() >= MAX_STACKS {
+                        break;
+                    }
+                    let mut other = self.clone();
+                    if let Some(top) = other.frames.last_mut() {
+                        *top = Frame::Value { node: alt };
+                    }
+                    let mut sub = Vec::new();
+                    if other.expand(g, alt, b, &mut sub, depth + 1) {
+                        forks.push(other);
+                    }
+                    forks.extend(sub);
+                }
+                if let Some(top) = self.frames.last_mut() {
+                    *top = Frame::Value { node: first };
+                }
+                return self.expand(g, first, b, forks, depth + 1);
+            }
+            Node::Pending => return false,
+        };
+        // Replace the pending value with its first frame and feed the byte to it.
+        if let Some(top) = self.frames.last_mut() {
+            *top = start;
+        }
+        if let Frame::Str { .. } = start {
+            // The opening quote was this byte.
+            self.ws = 0;
+            return true;
+        }
+        if let Frame::Value { node } = start {
+            return self.expand(g, node, b, forks, depth + 1);
+        }
+        self.feed(g, b, forks, depth + 1)
+    }
+
+    fn obj_byte(&mut self, g: &Grammar, b: u8) -> bool {
+        let Some(Frame::Obj {
+            node,
+            phase,
+            next,
+            cur,
+            pos,
+            mask,
+        }) = self.frames.last_mut()
+        else {
+            return false;
+        };
+        let (props, map_value) = match g.node(*node) {
+            Node::Object { props, map_value } => (props.as_slice(), *map_value),
+            _ => return false,
+        };
+        if *phase == ObjPhase::Key {
+            let p = *pos as usize;
+            let mut m = 0u64;
+            let mut done = None;
+            for (i, prop) in props.iter().enumerate() {
+                if *mask & (1u64 << i) != 0 && prop.key.get(p) == Some(&b) {
+                    m |= 1u64 << i;
+                    if prop.key.len() == p + 1 {
+                        done = Some(i);
+                    }
+                }
+            }
+            if m == 0 {
+                return false;
+            }
+            self.ws = 0;
+            *mask = m;
+            *pos += 1;
+            if let Some(i) = done {
+                // Keys are JSON strings: one that ends here is the only candidate left.
+                *phase = ObjPhase::Colon;
+                *cur = i as u8;
+                *next = (i + 1) as u8;
+            }
+            return true;
+        }
+        if is_ws(b) {
+            return self.space();
+        }
+        match (*phase, b) {
+            (ObjPhase::Open | ObjPhase::ExpectKey, b'"') => {
+                self.ws = 0;
+                if map_value.is_some() {
+                    *phase = ObjPhase::Colon;
+                    return self.push(Frame::Str {
+                        min: 0,
+                        max: UNBOUNDED,
+                        len: 0,
+                        esc: 0,
+                        need: 0,
+                        lo: 0,
+                        hi: 0,
+                    });
+                }
+                let m = key_candidates(props, *next);
+                if m == 0 {
+                    return false;
+                }
+                *phase = ObjPhase::Key;
+                *mask = m;
+                *pos = 1;
+                true
+            }
+            (ObjPhase::Open | ObjPhase::AfterValue, b'}') => {
+                if map_value.is_none() && required_left(props, *next) {
+                    return false;
+                }
+                self.frames.pop();
+                self.ws = 0;
+                true
+            }
+            (ObjPhase::Colon, b':') => {
+                let value = match map_value {
+                    Some(v) => v,
+                    None => match props.get(*cur as usize) {
+                        Some(p) => p.node,
+                        None => return false,
+                    },
+                };
+                *phase = ObjPhase::AfterValue;
+                self.ws = 0;
+                self.push(Frame::Value { node: value })
+            }
+            (ObjPhase::AfterValue, b',') => {
+                if map_value.is_none() && key_candidates(props, *next) == 0 {
+                    return false;
+                }
+                *phase = ObjPhase::ExpectKey;
+                self.ws = 0;
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+/// One byte of a string's contents. Sets `esc = 7` when the byte is the closing quote.
+fn str_byte(f: &mut Frame, b: u8) -> bool {
+    let Frame::Str {
+        min,
+        max,
+        len,
+        esc,
+        need,
+        lo,
+        hi,
+    } = f
+    else {
+        return false;
+    };
+    let count = |len: &mut u32| {
+        if *max == UNBOUNDED {
+            if *len < *min {
+                *len += 1;
+            }
+        } else {
+            *len += 1;
+        }
+    };
+    if *need > 0 {
+        if b < *lo || b > *hi {
+            return false;
+        }
+        *need -= 1;
+        *lo = 0x80;
+        *hi = 0xBF;
+        return true;
+    }
+    match *esc {
+        0 => {}
+        1 => {
+            return match b {
+                b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => {
+                    *esc = 0;
+                    count(len);
+                    true
+                }
+                b'u' => {
+                    *esc = 2;
+                    true
+                }
+                _ => false,
+            }
+        }
+        2 => {
+            // First hex digit; `d` may start a surrogate, which is not generated.
+            return match b {
+                b'd' | b'D' => {
+                    *esc = 4;
+                    true
+                }
+                _ if b.is_ascii_hexdigit() => {
+                    *esc = 3;
+                    true
+                }
+                _ => false,
+            };
+        }
+        3 | 4 => {
+            let ok = if *esc == 4 {
+                matches!(b, b'0'..=b'7')
+            } else {
+                b.is_ascii_hexdigit()
+            };
+            if ok {
+                *esc = 5;
+            }
+            return ok;
+        }
+        5 => {
+            if b.is_ascii_hexdigit() {
+                *esc = 6;
+                return true;
+            }
+            return false;
+        }
+        6 => {
+            if b.is_ascii_hexdigit() {
+                *esc = 0;
+                count(len);
+                return true;
+            }
+            return false;
+        }
+        _ => return false,
+    }
+    let at_max = *max != UNBOUNDED && *len >= *max;
+    match b {
+        b'"' => {
+            if *len < *min {
+                return false;
+            }
+            *esc = 7;
+            true
+        }
+        0..=0x1F => false,
+        b'\\' => {
+            if at_max {
+                return false;
+            }
+            *esc = 1;
+            true
+        }
+        0x20..=0x7F => {
+            if at_max {
+                return false;
+            }
+            count(len);
+            true
+        }
+        _ => {
+            if at_max {
+                return false;
+            }
+            let (n, l, h) = match b {
+                0xC2..=0xDF => (1, 0x80, 0xBF),
+                0xE0 => (2, 0xA0, 0xBF),
+                0xE1..=0xEC | 0xEE..=0xEF => (2, 0x80, 0xBF),
+                0xED => (2, 0x80, 0x9F),
+                0xF0 => (3, 0x90, 0xBF),
+                0xF1..=0xF3 => (3, 0x80, 0xBF),
+                0xF4 => (3, 0x80, 0x8F),
+                _ => return false,
+            };
+            *need = n;
+            *lo = l;
+            *hi = h;
+            count(len);
+            true
+        }
+    }
+}
+
+/// One byte of a number: `Some(true)` taken, `Some(false)` invalid, `None` the number ended
+/// before this byte.
+fn num_byte(integer: bool, phase: &mut NumPhase, digits: &mut u8, b: u8) -> Option<bool> {
+    match num_next(integer, *phase, *digits, b) {
+        Step::Take(p, d) => {
+            *phase = p;
+            *digits = d;
+            Some(true)
+        }
+        Step::Reject => Some(false),
+        Step::End => None,
+    }
+}
+
+enum Step {
+    Take(NumPhase, u8),
+    Reject,
+    End,
+}
+
+fn num_next(integer: bool, phase: NumPhase, digits: u8, b: u8) -> Step {
+    use NumPhase::*;
+    use Step::*;
+    let digit = b.is_ascii_digit();
+    match phase {
+        Start => match b {
+            b'-' => Take(Minus, 0),
+            b'0' => Take(Zero, 1),
+            b'1'..=b'9' => Take(Int, 1),
+            _ => Reject,
+        },
+        Minus => match b {
+            // `-0` is not generated for integers (it reads back as a float).
+            b'0' if !integer => Take(Zero, 1),
+            b'1'..=b'9' => Take(Int, 1),
+            _ => Reject,
+        },
+        Zero | Int => {
+            if digit {
+                if phase == Zero || digits >= MAX_INT_DIGITS {
+                    return Reject;
+                }
+                return Take(Int, digits + 1);
+            }
+            match b {
+                b'.' if !integer => Take(Dot, 0),
+                b'e' | b'E' if !integer => Take(E, 0),
+                b'.' | b'e' | b'E' => Reject,
+                _ => End,
+            }
+        }
+        Dot => {
+            if digit {
+                Take(Frac, 1)
+            } else {
+                Reject
+            }
+        }
+        Frac => {
+            if digit {
+                if digits >= MAX_FRAC_DIGITS {
+                    return Reject;
+                }
+                return Take(Frac, digits + 1);
+            }
+            match b {
+                b'e' | b'E' => Take(E, 0),
+                b'.' => Reject,
+                _ => End,
+            }
+        }
+        E => match b {
+            b'+' | b'-' => Take(ESign, 0),
+            _ if digit => Take(Exp, 1),
+            _ => Reject,
+        },
+        ESign => {
+            if digit {
+                Take(Exp, 1)
+            } else {
+                Reject
+            }
+        }
+        Exp => {
+            if digit {
+                if digits >= MAX_EXP_DIGITS {
+                    return Reject;
+                }
+                return Take(Exp, digits + 1);
+            }
+            match b {
+                b'.' | b'e' | b'E' | b'+' | b'-' => Reject,
+                _ => End,
+            }
+        }
+    }
+}
+
+impl State {
+    pub(crate) fn new(root: u32) -> State {
+        State {
+            stacks: vec![Stack::root(root)],
+            n: 1,
+        }
+    }
+
+    pub(crate) fn live(&self) -> &[Stack] {
+        &self.stacks[..self.n.min(self.stacks.len())]
+    }
+
+    /// Every alive stack is empty: nothing can follow.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.n > 0 && self.live().iter().all(Stack::is_empty)
+    }
+
+    /// The input so far is a complete value.
+    pub(crate) fn can_finish(&self, g: &Grammar) -> bool {
+        self.live().iter().any(|s| s.can_finish(g))
+    }
+
+    /// Copy `other` into `self`, reusing buffers.
+    pub(crate) fn copy_from(&mut self, other: &State) {
+        let live = other.live();
+        if self.stacks.len() < live.len() {
+            self.stacks.resize_with(live.len(), Stack::default);
+        }
+        for (dst, src) in self.stacks.iter_mut().zip(live) {
+            dst.frames.clone_from(&src.frames);
+            dst.ws = src.ws;
+        }
+        self.n = live.len();
+    }
+
+    /// True when byte `b` leaves the state exactly as it is (plain characters inside an
+    /// unbounded string): the trie walk then reuses the parent's state.
+    pub(crate) fn unchanged_by(&self, b: u8) -> bool {
+        if self.n != 1 || !(0x20..0x80).contains(&b) || b == b'"' || b == b'\\' {
+            return false;
+        }
+        match self.stacks.first().and_then(|s| s.frames.last()) {
+            Some(Frame::Str {
+                min,
+                max,
+                len,
+                esc: 0,
+                need: 0,
+                ..
+            }) => *max == UNBOUNDED && len >= min,
+            _ => false,
+        }
+    }
+
+    /// `next` := this state after byte `b`. Returns false when no stack survives.
+    pub(crate) fn advance(
+        &self,
+        g: &Grammar,
+        b: u8,
+        next: &mut State,
+        forks: &mut Vec<Stack>,
+    ) -> bool {
+        next.n = 0;
+        forks.clear();
+        for src in self.live() {
+            if next.stacks.len() <= next.n {
+                next.stacks.push(Stack::default());
+            }
+            let slot = &mut next.stacks[next.n];
+            slot.frames.clone_from(&src.frames);
+            slot.ws = src.ws;
+            if slot.feed(g, b, forks, 0) {
+                next.n += 1;
+            }
+        }
+        for f in forks.drain(..) {
+            if next.n >= MAX_STACKS {
+                break;
+            }
+            if next.stacks.len() <= next.n {
+                next.stacks.push(f);
+            } else {
+                next.stacks[next.n] = f;
+            }
+            next.n += 1;
+        }
+        if next.n > 1 {
+            // Drop duplicate stacks (e.g. `anyOf` alternatives that became the same).
+            let mut i = 1;
+            while i < next.n {
+                if next.stacks[..i].contains(&next.stacks[i]) {
+                    next.stacks.swap(i, next.n - 1);
+                    next.n -= 1;
+                } else {
+                    i += 1;
+                }
+            }
+        }
+        next.n > 0
+    }
+}
