@@ -171,17 +171,16 @@ pub async fn collect(
 }
 
 /// Sampling parameters of one choice from the request and the server's defaults.
-#[allow(clippy::needless_update)] // the engine's SamplingParams is gaining fields
 pub fn sampling(state: &AppState, c: &crate::request::Checked, seed: u64) -> SamplingParams {
     let d = &state.config.defaults;
-    // min_p and the penalties are set once the engine's SamplingParams has them.
-    let _ = (c.min_p, c.presence_penalty, c.frequency_penalty);
     SamplingParams {
         temperature: c.temperature.unwrap_or(d.temperature),
         top_p: c.top_p.unwrap_or(d.top_p),
         top_k: c.top_k.unwrap_or(d.top_k),
+        min_p: c.min_p,
+        presence_penalty: c.presence_penalty,
+        frequency_penalty: c.frequency_penalty,
         seed,
-        ..SamplingParams::default()
     }
 }
 

@@ -739,3 +739,140 @@ async fn smollm2_answers_and_streams_the_same() {
     let f = v["choices"][0]["finish_reason"].as_str().unwrap();
     assert!(f == "stop" || f == "length");
 }
+
+/// The fixture with a template whose generation prompt opens a think block (as the R1
+/// distills' do), so everything up to `</think>` is reasoning.
+fn thinking_state() -> AppState {
+    let path = fixture();
+    let model = mixture_model::arch::build(mixture_model::load(&path).unwrap()).unwrap();
+    let tokenizer = Tokenizer::load(&path).unwrap();
+    let template = ChatTemplate::new(
+        "{% for m in messages %}<|{{ m.role }}|>{{ m.content }}{% endfor %}{% if add_generation_prompt %}<|assistant|><think>\n{% endif %}",
+        "",
+        "",
+    )
+    .unwrap();
+    let served = ServedModel::new("think".into(), model.into(), tokenizer, template);
+    AppState::new(served, sched(4, 64), ServerConfig::default())
+}
+
+fn think_body(extra: Value) -> Value {
+    let mut b = json!({"model": "think", "messages": [{"role": "user", "content": "why?"}], "temperature": 0.0});
+    for (k, v) in extra.as_object().unwrap() {
+        b[k] = v.clone();
+    }
+    b
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thinking_goes_to_reasoning_content_and_the_cap_closes_it() {
+    let app = app(thinking_state());
+    // No cap: the random model never closes the block, so all text is reasoning.
+    let (s, free) = post_json(
+        &app,
+        "/v1/chat/completions",
+        &think_body(json!({"max_tokens": 12})),
+    )
+    .await;
+    assert_eq!(s, 200, "{free}");
+    let m = &free["choices"][0]["message"];
+    let reasoning = m["reasoning_content"]
+        .as_str()
+        .expect("reasoning_content")
+        .to_string();
+    assert_eq!(m["reasoning"], m["reasoning_content"]);
+    assert_eq!(m["content"], "");
+    // The same generation through /v1/completions with the rendered prompt: its text is the
+    // reasoning (mod the splitter's newline trimming).
+    let raw = json!({"model": "think", "prompt": "<|user|>why?<|assistant|><think>\n", "max_tokens": 12, "temperature": 0.0});
+    let (_, rawv) = post_json(&app, "/v1/completions", &raw).await;
+    let raw_text = rawv["choices"][0]["text"].as_str().unwrap();
+    assert_eq!(raw_text.trim_matches(['\n', '\r']), reasoning);
+
+    // Streaming gives the same split.
+    let mut sb = think_body(json!({"max_tokens": 12}));
+    sb["stream"] = json!(true);
+    let (_, text) = send(&app, post("/v1/chat/completions", sb.to_string())).await;
+    let mut sr = String::new();
+    let mut sc = String::new();
+    for e in sse_events(&text) {
+        for c in e["choices"].as_array().unwrap() {
+            let d = &c["delta"];
+            if let Some(t) = d["reasoning_content"].as_str() {
+                assert_eq!(d["reasoning"].as_str(), Some(t));
+                sr.push_str(t);
+            }
+            sc.push_str(d["content"].as_str().unwrap_or(""));
+        }
+    }
+    assert_eq!((sr.as_str(), sc.as_str()), (reasoning.as_str(), ""));
+
+    // A cap of 3 thinking tokens: the reasoning is the first 3 tokens' text, then the block
+    // is closed and the answer follows as content.
+    let (_, capped) = post_json(
+        &app,
+        "/v1/chat/completions",
+        &think_body(json!({"max_tokens": 12, "max_thinking_tokens": 3})),
+    )
+    .await;
+    let raw3 = json!({"model": "think", "prompt": "<|user|>why?<|assistant|><think>\n", "max_tokens": 3, "temperature": 0.0});
+    let (_, r3) = post_json(&app, "/v1/completions", &raw3).await;
+    let m = &capped["choices"][0]["message"];
+    assert_eq!(
+        m["reasoning_content"].as_str().unwrap_or(""),
+        r3["choices"][0]["text"]
+            .as_str()
+            .unwrap()
+            .trim_matches(['\n', '\r'])
+    );
+    assert!(!m["content"].as_str().unwrap().is_empty(), "{capped}");
+    // reasoning_effort "none": no thinking at all.
+    let (_, none) = post_json(
+        &app,
+        "/v1/chat/completions",
+        &think_body(json!({"max_tokens": 5, "reasoning_effort": "none"})),
+    )
+    .await;
+    let m = &none["choices"][0]["message"];
+    assert!(m.get("reasoning_content").is_none(), "{none}");
+    assert!(!m["content"].as_str().unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_stream_cancels_its_request() {
+    let Some(path) = smollm2() else {
+        return;
+    };
+    let st = state_with(&path, ServerConfig::default(), sched(2, 8));
+    let app = app(st.clone());
+    let body = json!({
+        "model": "default",
+        "messages": [{"role": "user", "content": "Write a very long story about a dragon."}],
+        "max_tokens": 2000, "temperature": 0.7, "seed": 3, "stream": true,
+    });
+    let resp = app
+        .clone()
+        .oneshot(post("/v1/chat/completions", body.to_string()))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body();
+    // Read a few chunks, then leave.
+    for _ in 0..3 {
+        let _ = body.frame().await;
+    }
+    drop(body);
+    let t0 = std::time::Instant::now();
+    loop {
+        let s = st.scheduler.stats();
+        if s.running == 0 && s.queued == 0 {
+            assert!(s.generated_tokens < 500, "{s:?}");
+            break;
+        }
+        assert!(
+            t0.elapsed().as_secs() < 10,
+            "the request kept running: {s:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
