@@ -4,7 +4,9 @@
 use crate::error::ApiError;
 use crate::sched::TokenConstraint;
 use crate::AppState;
+use mixture_engine::constrain::{JsonConstraint, ResponseFormat, TokenBytes};
 use serde_json::Value;
+use std::sync::Arc;
 
 /// The constraint for one choice, or `None` for free text.
 pub fn constraint(
@@ -23,27 +25,53 @@ pub fn constraint(
             "`response_format` needs a `type`: text, json_object or json_schema",
         )
     })?;
-    match kind {
-        "text" => Ok(None),
-        "json_object" | "json_schema" => {
-            if kind == "json_schema" && !format.get("json_schema").is_some_and(Value::is_object) {
-                return Err(ApiError::param(
-                    "response_format.json_schema",
-                    "`json_schema` must be an object with a `schema`",
-                ));
-            }
-            let _ = state;
-            Err(ApiError::param(
-                "response_format",
-                "constrained JSON output is not available in this build yet",
-            ))
-        }
-        other => Err(ApiError::param(
+    if !matches!(kind, "text" | "json_object" | "json_schema") {
+        return Err(ApiError::param(
             "response_format.type",
             format!(
-                "unknown response_format type {other:?}; expected text, json_object or json_schema"
+                "unknown response_format type {kind:?}; expected text, json_object or json_schema"
             ),
         )
-        .with_code("invalid_value")),
+        .with_code("invalid_value"));
+    }
+    let parsed: ResponseFormat = serde_json::from_value(format.clone())
+        .map_err(|e| ApiError::param("response_format", format!("invalid response_format: {e}")))?;
+    if parsed == ResponseFormat::Text {
+        return Ok(None);
+    }
+    let bytes = state.token_bytes()?;
+    let c = JsonConstraint::new(&parsed, bytes, &state.model.stop_ids)
+        .map_err(|e| ApiError::param("response_format", e.to_string()))?;
+    Ok(Some(Box::new(Constraint(c))))
+}
+
+/// The engine's JSON constraint behind the scheduler's trait.
+struct Constraint(JsonConstraint);
+
+impl TokenConstraint for Constraint {
+    fn mask(&mut self, logits: &mut [f32]) {
+        self.0.mask(logits);
+    }
+
+    fn accept(&mut self, token: u32) -> Result<(), String> {
+        self.0.accept(token)
+    }
+
+    fn is_complete(&self) -> bool {
+        self.0.is_complete()
+    }
+}
+
+impl AppState {
+    /// The vocabulary's byte trie, built on first use.
+    fn token_bytes(&self) -> Result<Arc<TokenBytes>, ApiError> {
+        self.token_bytes
+            .get_or_init(|| {
+                TokenBytes::from_tokenizer(&self.model.tokenizer)
+                    .map(Arc::new)
+                    .map_err(|e| e.to_string())
+            })
+            .clone()
+            .map_err(|e| ApiError::internal(format!("preparing constrained decoding: {e}")))
     }
 }

@@ -90,6 +90,9 @@ struct SinkState {
     budget: ThinkBudget,
     close_ids: Vec<u32>,
     forced: bool,
+    /// Forced tokens the scheduler will report back as `Token` events; their text was
+    /// already pushed.
+    echo: std::collections::VecDeque<u32>,
     want_logprobs: bool,
     stop_ids: Vec<u32>,
     /// A stop string matched or the client left: later tokens are ignored.
@@ -117,10 +120,16 @@ impl SinkState {
     fn on_event(&mut self, ev: Event) -> Control {
         match ev {
             Event::Token { .. } if self.done => Control::Stop,
+            Event::Token { id, .. } if self.echo.front() == Some(&id) => {
+                self.echo.pop_front();
+                Control::Continue
+            }
             Event::Token { id, logprob, top } => {
+                self.echo.clear();
+                let stop_id = self.stop_ids.contains(&id);
                 let mut reasoning = String::new();
                 let mut content = String::new();
-                let text = if self.stop_ids.contains(&id) {
+                let text = if stop_id {
                     String::new()
                 } else {
                     self.decoder.push(id)
@@ -139,10 +148,11 @@ impl SinkState {
                         let close = s.forced_close();
                         let shown = self.stop.push(&close);
                         self.route(&shown, &mut reasoning, &mut content);
+                        self.echo = self.close_ids.iter().copied().collect();
                         control = Control::Force(self.close_ids.clone());
                     }
                 }
-                let logprobs = match (self.want_logprobs, logprob) {
+                let logprobs = match (self.want_logprobs && !stop_id, logprob) {
                     (true, Some(lp)) => {
                         let (text, bytes) = self.token_text(id);
                         let top = top
@@ -264,6 +274,7 @@ pub fn make_sink(
         budget,
         close_ids,
         forced: false,
+        echo: std::collections::VecDeque::new(),
         want_logprobs: setup.logprobs,
         stop_ids: setup.stop_ids,
         done: false,

@@ -108,6 +108,7 @@ pub struct Inner {
     pub metrics: Metrics,
     pub config: ServerConfig,
     pub tool_format: tools::Format,
+    token_bytes: std::sync::OnceLock<Result<Arc<mixture_engine::constrain::TokenBytes>, String>>,
 }
 
 /// Shared state of the handlers.
@@ -136,6 +137,7 @@ impl AppState {
             metrics: Metrics::default(),
             config,
             tool_format,
+            token_bytes: std::sync::OnceLock::new(),
         }))
     }
 

@@ -283,14 +283,19 @@ fn run_one(
             let _ = c.accept(tok);
         }
         n += 1;
-        if req.stop_ids.contains(&tok) {
-            done(&mut job.sink, StopReason::Stop, n);
-            return (plen, n);
-        }
         let (logprob, top) = match req.logprobs {
             Some(k) => logprobs(&last, tok, k),
             None => (None, Vec::new()),
         };
+        if req.stop_ids.contains(&tok) {
+            (job.sink)(Event::Token {
+                id: tok,
+                logprob,
+                top,
+            });
+            done(&mut job.sink, StopReason::Stop, n);
+            return (plen, n);
+        }
         let mut next = vec![tok];
         match (job.sink)(Event::Token {
             id: tok,
@@ -302,7 +307,18 @@ fn run_one(
                 done(&mut job.sink, StopReason::Stop, n);
                 return (plen, n);
             }
-            Control::Force(ids) => next.extend(ids),
+            Control::Force(ids) => {
+                // Reported back as tokens, as the engine's scheduler does.
+                for &id in &ids {
+                    n += 1;
+                    (job.sink)(Event::Token {
+                        id,
+                        logprob: None,
+                        top: Vec::new(),
+                    });
+                }
+                next.extend(ids);
+            }
         }
         if req.constraint.as_ref().is_some_and(|c| c.is_complete()) {
             done(&mut job.sink, StopReason::Stop, n);

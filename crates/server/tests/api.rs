@@ -812,7 +812,7 @@ async fn thinking_goes_to_reasoning_content_and_the_cap_closes_it() {
     let (_, capped) = post_json(
         &app,
         "/v1/chat/completions",
-        &think_body(json!({"max_tokens": 12, "max_thinking_tokens": 3})),
+        &think_body(json!({"max_tokens": 40, "max_thinking_tokens": 3})),
     )
     .await;
     let raw3 = json!({"model": "think", "prompt": "<|user|>why?<|assistant|><think>\n", "max_tokens": 3, "temperature": 0.0});
@@ -875,4 +875,72 @@ async fn a_dropped_stream_cancels_its_request() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn response_format_json_schema_is_enforced() {
+    let app = app(state(ServerConfig::default()));
+    let schema = json!({
+        "type": "json_schema",
+        "json_schema": {"name": "answer", "schema": {
+            "type": "object",
+            "properties": {"ok": {"type": "boolean"}, "n": {"type": "integer", "enum": [1, 2, 3]}},
+            "required": ["ok", "n"],
+            "additionalProperties": false
+        }}
+    });
+    for stream in [false, true] {
+        for seed in 0..3 {
+            let body = chat_body(
+                "answer in JSON",
+                json!({"max_tokens": 120, "temperature": 1.0, "seed": seed, "response_format": schema, "stream": stream}),
+            );
+            let (s, text) = send(&app, post("/v1/chat/completions", body.to_string())).await;
+            assert_eq!(s, 200, "{text}");
+            let (content, finish) = if stream {
+                let (t, f) = stream_chat_text(&sse_events(&text));
+                (t[0].clone(), f[0].clone())
+            } else {
+                let v: Value = serde_json::from_str(&text).unwrap();
+                (
+                    v["choices"][0]["message"]["content"]
+                        .as_str()
+                        .unwrap()
+                        .to_string(),
+                    v["choices"][0]["finish_reason"]
+                        .as_str()
+                        .unwrap()
+                        .to_string(),
+                )
+            };
+            assert_eq!(finish, "stop", "{content:?}");
+            let v: Value = serde_json::from_str(&content)
+                .unwrap_or_else(|e| panic!("not JSON ({e}): {content:?}"));
+            assert!(v["ok"].is_boolean(), "{v}");
+            assert!([1, 2, 3].contains(&v["n"].as_i64().unwrap()), "{v}");
+            assert_eq!(v.as_object().unwrap().len(), 2);
+        }
+    }
+    // json_object: any object.
+    let body = chat_body(
+        "json",
+        json!({"max_tokens": 150, "temperature": 0.0, "response_format": {"type": "json_object"}}),
+    );
+    let (s, v) = post_json(&app, "/v1/chat/completions", &body).await;
+    assert_eq!(s, 200, "{v}");
+    let content = v["choices"][0]["message"]["content"].as_str().unwrap();
+    assert!(content.trim_start().starts_with('{'), "{content:?}");
+    if v["choices"][0]["finish_reason"] == "stop" {
+        assert!(serde_json::from_str::<Value>(content).unwrap().is_object());
+    }
+    // A schema that cannot be used is a 400 naming response_format.
+    let bad = json!({"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object", "properties": 3}}});
+    let (s, v) = post_json(
+        &app,
+        "/v1/chat/completions",
+        &chat_body("x", json!({"response_format": bad})),
+    )
+    .await;
+    assert_eq!(s, 400, "{v}");
+    assert_eq!(v["error"]["param"], "response_format");
 }
