@@ -7,6 +7,7 @@ pub mod reasoning;
 pub mod sampler;
 pub mod scheduler;
 pub mod session;
+pub mod toolcalls;
 
 pub use sampler::{Sampler, SamplingParams};
 pub use session::{Session, StopReason};

@@ -258,6 +258,7 @@ struct WalkStats {
     steps: usize,
     mask_time: Duration,
     max_mask: Duration,
+    worst_at: String,
 }
 
 /// Walk `walks` times, sampling uniformly among allowed tokens. Every finished output must
@@ -281,6 +282,7 @@ fn random_walks(
         steps: 0,
         mask_time: Duration::ZERO,
         max_mask: Duration::ZERO,
+        worst_at: String::new(),
     };
     for _ in 0..walks {
         let mut c = JsonConstraint::new(format, vocab.clone(), stops).expect("constraint");
@@ -297,6 +299,10 @@ fn random_walks(
                 .collect();
             let dt = t0.elapsed();
             st.mask_time += dt;
+            if dt > st.max_mask {
+                let tail = out.len().saturating_sub(40);
+                st.worst_at = String::from_utf8_lossy(&out[tail..]).into_owned();
+            }
             st.max_mask = st.max_mask.max(dt);
             st.steps += 1;
             assert!(
@@ -432,12 +438,13 @@ fn random_walks_real_vocab_and_mask_time() {
             100 + i as u64,
         );
         eprintln!(
-            "{name}: {}/{} walks finished; mask {:.3} ms/step mean over {} steps, max {:.3} ms",
+            "{name}: {}/{} walks finished; mask {:.3} ms/step mean over {} steps, max {:.3} ms after {:?}",
             st.done,
             st.total,
             st.mask_time.as_secs_f64() * 1e3 / st.steps.max(1) as f64,
             st.steps,
-            st.max_mask.as_secs_f64() * 1e3
+            st.max_mask.as_secs_f64() * 1e3,
+            st.worst_at
         );
         all_steps += st.steps;
         all_time += st.mask_time;
