@@ -238,3 +238,17 @@ impl JsonConstraint {
         self.is_complete() || self.state.can_finish(&self.grammar)
     }
 }
+
+impl crate::scheduler::TokenConstraint for JsonConstraint {
+    fn mask(&mut self, logits: &mut [f32]) {
+        JsonConstraint::mask(self, logits)
+    }
+
+    fn accept(&mut self, token: u32) -> Result<(), String> {
+        JsonConstraint::accept(self, token)
+    }
+
+    fn is_complete(&self) -> bool {
+        JsonConstraint::is_complete(self)
+    }
+}
