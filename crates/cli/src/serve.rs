@@ -67,8 +67,7 @@ pub fn serve(a: ServeArgs) -> Result<()> {
         parallel: a.parallel,
         queue: a.queue,
         context: a.context,
-        prefix_cache_tokens: 0,
-        prefill_chunk: 0,
+        ..SchedulerConfig::default()
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

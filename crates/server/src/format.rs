@@ -42,24 +42,7 @@ pub fn constraint(
     let bytes = state.token_bytes()?;
     let c = JsonConstraint::new(&parsed, bytes, &state.model.stop_ids)
         .map_err(|e| ApiError::param("response_format", e.to_string()))?;
-    Ok(Some(Box::new(Constraint(c))))
-}
-
-/// The engine's JSON constraint behind the scheduler's trait.
-struct Constraint(JsonConstraint);
-
-impl TokenConstraint for Constraint {
-    fn mask(&mut self, logits: &mut [f32]) {
-        self.0.mask(logits);
-    }
-
-    fn accept(&mut self, token: u32) -> Result<(), String> {
-        self.0.accept(token)
-    }
-
-    fn is_complete(&self) -> bool {
-        self.0.is_complete()
-    }
+    Ok(Some(Box::new(c)))
 }
 
 impl AppState {
