@@ -166,6 +166,17 @@ impl JsonConstraint {
             let b = trie.byte[i];
             let parent = self.slot_of[d - 1];
             if self.walk[parent].unchanged_by(b) {
+                if trie.plain[i] {
+                    // The whole subtree stays inside the string: all its tokens are allowed.
+                    let (lo, hi) = (trie.sub_lo[i] as usize, trie.sub_hi[i] as usize);
+                    for &id in &trie.ids[lo..hi] {
+                        if let Some(a) = self.allowed.get_mut(id as usize) {
+                            *a = true;
+                        }
+                    }
+                    i = trie.end[i] as usize;
+                    continue;
+                }
                 self.slot_of[d] = parent;
             } else {
                 let (lo, hi) = self.walk.split_at_mut(d);

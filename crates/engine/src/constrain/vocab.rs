@@ -13,7 +13,9 @@ pub struct TokenBytes {
 
 /// A byte trie stored in preorder: node `i` has `byte[i]` at `depth[i]` (1 for children of
 /// the root); its subtree is `i..end[i]`; tokens whose bytes end at `i` are
-/// `ids[tok_lo[i]..tok_hi[i]]`.
+/// `ids[tok_lo[i]..tok_hi[i]]`, and every token in its subtree is in `ids[sub_lo[i]..sub_hi[i]]`.
+/// `plain[i]`: every byte in the subtree is a printable ASCII character other than `"` and
+/// `\` (inside an unbounded string, all those tokens are allowed at once).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Trie {
     pub byte: Vec<u8>,
@@ -22,7 +24,15 @@ pub(crate) struct Trie {
     pub tok_lo: Vec<u32>,
     pub tok_hi: Vec<u32>,
     pub ids: Vec<u32>,
+    pub sub_lo: Vec<u32>,
+    pub sub_hi: Vec<u32>,
+    pub plain: Vec<bool>,
     pub max_depth: usize,
+}
+
+/// A byte that leaves a plain string's state unchanged.
+pub(crate) fn is_plain(b: u8) -> bool {
+    (0x20..0x80).contains(&b) && b != b'"' && b != b'\\'
 }
 
 impl TokenBytes {
@@ -87,6 +97,7 @@ impl Trie {
             while path.len() > common {
                 if let Some(i) = path.pop() {
                     t.end[i] = t.byte.len() as u32;
+                    t.sub_hi[i] = t.ids.len() as u32;
                 }
             }
             for (d, &b) in bytes.iter().enumerate().skip(common) {
@@ -96,6 +107,8 @@ impl Trie {
                 t.end.push(0);
                 t.tok_lo.push(0);
                 t.tok_hi.push(0);
+                t.sub_lo.push(t.ids.len() as u32);
+                t.sub_hi.push(0);
                 path.push(i);
             }
             if let Some(&last) = path.last() {
@@ -111,7 +124,18 @@ impl Trie {
         }
         while let Some(i) = path.pop() {
             t.end[i] = t.byte.len() as u32;
+            t.sub_hi[i] = t.ids.len() as u32;
         }
+        // Count non-plain bytes over the preorder to find the all-plain subtrees.
+        let mut bad = Vec::with_capacity(t.byte.len() + 1);
+        bad.push(0u32);
+        for &b in &t.byte {
+            let last = bad.last().copied().unwrap_or(0);
+            bad.push(last + u32::from(!is_plain(b)));
+        }
+        t.plain = (0..t.byte.len())
+            .map(|i| bad[t.end[i] as usize] == bad[i])
+            .collect();
         t
     }
 
