@@ -4,7 +4,7 @@ use crate::error::ApiError;
 use crate::generate::{Finish, Msg, Running, TextSetup, Thinking, TokenLogprob};
 use crate::request::{self, ChatFields, Checked, Common, Content, InMessage};
 use crate::run::{self, ChoiceAcc, Job, Usage};
-use crate::tools::{tool_calls_json, ParsedAnswer};
+use crate::tools::{tool_calls_json, Format, ParsedAnswer};
 use crate::AppState;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -209,6 +209,7 @@ fn prepare(state: &AppState, body: &[u8]) -> Result<Prepared, ApiError> {
                 }),
                 logprobs,
                 stop_ids: state.model.stop_ids.clone(),
+                keep_special: with_tools,
             },
             logprobs: logprobs.then_some(top as usize),
             constraint: crate::format::constraint(state, f.response_format.as_ref())?,
@@ -278,8 +279,13 @@ fn logprobs_json(lps: &[TokenLogprob]) -> Value {
 
 /// The answer of one finished choice: tool calls parsed out when tools were given.
 fn answer(ctx: &Ctx, state: &AppState, acc: &ChoiceAcc) -> (ParsedAnswer, &'static str) {
+    let format = ctx.with_tools.then_some(state.tool_format);
+    answer_with(format, acc)
+}
+
+fn answer_with(format: Option<Format>, acc: &ChoiceAcc) -> (ParsedAnswer, &'static str) {
     let finish = acc.finish.unwrap_or(Finish::Stop);
-    if !ctx.with_tools {
+    let Some(format) = format else {
         return (
             ParsedAnswer {
                 content: acc.content.clone(),
@@ -287,8 +293,8 @@ fn answer(ctx: &Ctx, state: &AppState, acc: &ChoiceAcc) -> (ParsedAnswer, &'stat
             },
             finish.as_str(),
         );
-    }
-    let mut parsed = state.tool_format.parse(&acc.content);
+    };
+    let mut parsed = format.parse(&acc.content);
     let reason = if parsed.incomplete || finish == Finish::Length {
         "length"
     } else if !parsed.calls.is_empty() {
@@ -348,6 +354,8 @@ struct StreamState {
     rx: UnboundedReceiver<Msg>,
     _running: Running,
     accs: Vec<ChoiceAcc>,
+    /// Content bytes already streamed per choice (with tools).
+    sent: Vec<usize>,
     started: Instant,
     out: VecDeque<SseEvent>,
     finished: bool,
@@ -392,8 +400,21 @@ impl StreamState {
                     delta.insert("reasoning_content".into(), json!(reasoning));
                     delta.insert("reasoning".into(), json!(reasoning));
                 }
-                // With tools, content is held until the end to parse calls out of it.
-                if !content.is_empty() && !self.ctx.with_tools {
+                if self.ctx.with_tools {
+                    // Content goes out up to where a tool call may start; the rest waits
+                    // for the end of the choice.
+                    if let (Some(acc), Some(sent)) =
+                        (self.accs.get(index), self.sent.get_mut(index))
+                    {
+                        let safe = self.state.tool_format.safe_len(&acc.content);
+                        if safe > *sent {
+                            if let Some(t) = acc.content.get(*sent..safe) {
+                                delta.insert("content".into(), json!(t));
+                            }
+                            *sent = safe;
+                        }
+                    }
+                } else if !content.is_empty() {
                     delta.insert("content".into(), json!(content));
                 }
                 let lp = match (&logprobs, self.ctx.logprobs) {
@@ -416,8 +437,12 @@ impl StreamState {
                 let (parsed, reason) = answer(&self.ctx, &self.state, acc);
                 let mut delta = serde_json::Map::new();
                 if self.ctx.with_tools {
-                    if !parsed.content.is_empty() {
-                        delta.insert("content".into(), json!(parsed.content));
+                    let sent = self.sent.get(index).copied().unwrap_or(0);
+                    let already = acc.content.get(..sent).unwrap_or("");
+                    if let Some(rest) = parsed.content.strip_prefix(already) {
+                        if !rest.is_empty() {
+                            delta.insert("content".into(), json!(rest));
+                        }
                     }
                     if !parsed.calls.is_empty() {
                         delta.insert("tool_calls".into(), tool_calls_json(&parsed.calls, true));
@@ -455,6 +480,7 @@ fn stream(
         rx,
         _running: running,
         accs: vec![ChoiceAcc::default(); n],
+        sent: vec![0; n],
         started,
         out: VecDeque::new(),
         finished: false,
@@ -486,4 +512,46 @@ fn stream(
         }
     });
     Sse::new(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn acc(content: &str, finish: Finish) -> ChoiceAcc {
+        ChoiceAcc {
+            content: content.to_string(),
+            finish: Some(finish),
+            ..ChoiceAcc::default()
+        }
+    }
+
+    #[test]
+    fn tool_calls_become_openai_tool_calls() {
+        let hermes = Format::detect("{{ '<tool_call>' }}");
+        let text = "Let me look.\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>";
+        let (p, reason) = answer_with(Some(hermes), &acc(text, Finish::Stop));
+        assert_eq!(reason, "tool_calls");
+        assert_eq!(p.calls.len(), 1);
+        assert_eq!(p.calls[0].0, "get_weather");
+        let args: Value = serde_json::from_str(&p.calls[0].1).unwrap();
+        assert_eq!(args, json!({"city": "Paris"}));
+        assert_eq!(p.content.trim(), "Let me look.");
+        let calls = tool_calls_json(&p.calls, true);
+        assert_eq!(calls[0]["id"], "call_0");
+        assert_eq!(calls[0]["type"], "function");
+        assert_eq!(calls[0]["index"], 0);
+        assert_eq!(calls[0]["function"]["name"], "get_weather");
+
+        // Cut by max_tokens inside the call: "length", and the call is not reported.
+        let cut = "<tool_call>\n{\"name\": \"get_weather\", \"argu";
+        let (p, reason) = answer_with(Some(hermes), &acc(cut, Finish::Length));
+        assert_eq!(reason, "length");
+        assert!(p.calls.is_empty());
+
+        // Without tools the text is content, as is.
+        let (p, reason) = answer_with(None, &acc(text, Finish::Stop));
+        assert_eq!((p.content.as_str(), reason), (text, "stop"));
+        assert!(p.calls.is_empty());
+    }
 }

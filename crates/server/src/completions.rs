@@ -120,6 +120,7 @@ fn prepare(state: &AppState, body: &[u8]) -> Result<Prepared, ApiError> {
                     thinking: None,
                     logprobs: f.logprobs.is_some(),
                     stop_ids: state.model.stop_ids.clone(),
+                    keep_special: false,
                 },
                 logprobs: f.logprobs.map(|k| k as usize),
                 constraint: None,

@@ -78,6 +78,8 @@ pub struct TextSetup {
     pub thinking: Option<Thinking>,
     pub logprobs: bool,
     pub stop_ids: Vec<u32>,
+    /// Keep special tokens' text (for tool-call parsing); stop tokens are always left out.
+    pub keep_special: bool,
 }
 
 struct SinkState {
@@ -267,7 +269,7 @@ pub fn make_sink(
     let mut state = SinkState {
         index,
         tx,
-        decoder: Decoder::new(tokenizer.clone()),
+        decoder: Decoder::new(tokenizer.clone(), setup.keep_special),
         tokenizer,
         stop: StopMatcher::new(setup.stop_strings),
         splitter,

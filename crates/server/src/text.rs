@@ -5,26 +5,29 @@ use mixture_model::tokenizer::Tokenizer;
 use std::sync::Arc;
 
 /// Token-by-token decoder (like `StreamDecoder`, but owning an `Arc<Tokenizer>` so it can
-/// move into a sink). Special tokens are left out; a character split across tokens is held
+/// move into a sink). Special tokens are left out unless asked for (tool-call markers are
+/// special tokens in some vocabularies); a character split across tokens is held
 /// until complete; bytes that can never be UTF-8 become U+FFFD.
 pub struct Decoder {
     tokenizer: Arc<Tokenizer>,
     pending: Vec<u8>,
     started: bool,
+    keep_special: bool,
 }
 
 impl Decoder {
-    pub fn new(tokenizer: Arc<Tokenizer>) -> Decoder {
+    pub fn new(tokenizer: Arc<Tokenizer>, keep_special: bool) -> Decoder {
         Decoder {
             tokenizer,
             pending: Vec::new(),
             started: false,
+            keep_special,
         }
     }
 
     /// Text completed by token `id` (possibly empty). Unknown ids give no text.
     pub fn push(&mut self, id: u32) -> String {
-        if !self.tokenizer.is_special(id) {
+        if self.keep_special || !self.tokenizer.is_special(id) {
             if let Ok(piece) = self.tokenizer.token_bytes(id, !self.started) {
                 self.pending.extend_from_slice(piece);
             }

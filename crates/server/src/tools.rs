@@ -1,5 +1,6 @@
 //! Tool calls in the model's output, turned into OpenAI `tool_calls`.
 
+use mixture_engine::toolcalls::{self, ToolCallFormat};
 use serde_json::{json, Value};
 
 /// What the model's answer held.
@@ -13,21 +14,28 @@ pub struct ParsedAnswer {
 }
 
 /// The tool-call syntax a template uses (detected from its source).
-/// TEMPORARY: until `mixture_engine::toolcalls` lands, no format is known and answers are
-/// returned as plain content.
-#[derive(Debug, Clone)]
-pub struct Format(());
+#[derive(Debug, Clone, Copy)]
+pub struct Format(ToolCallFormat);
 
 impl Format {
-    pub fn detect(_template_source: &str) -> Format {
-        Format(())
+    pub fn detect(template_source: &str) -> Format {
+        Format(ToolCallFormat::detect(template_source))
     }
 
+    /// Content and finished calls of a whole answer.
     pub fn parse(&self, text: &str) -> ParsedAnswer {
+        let p = toolcalls::parse(self.0, text);
         ParsedAnswer {
-            content: text.to_string(),
-            ..ParsedAnswer::default()
+            content: p.content,
+            calls: p.calls.into_iter().map(|c| (c.name, c.arguments)).collect(),
+            incomplete: !p.complete,
         }
+    }
+
+    /// How much of `text` is content for sure (no tool-call marker in it or starting at its
+    /// end), so a stream can send it now.
+    pub fn safe_len(&self, text: &str) -> usize {
+        toolcalls::content_safe_len(self.0, text)
     }
 }
 

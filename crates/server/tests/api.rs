@@ -966,3 +966,71 @@ async fn prefix_cache_reports_cached_tokens() {
         .unwrap();
     assert!(cached > 0 && cached < prompt, "{second}");
 }
+
+/// The fixture with a Hermes-style template that renders `tools`.
+const TOOL_TEMPLATE: &str = "{% if tools %}<tools>{% for t in tools %}{{ t | tojson }}{% endfor %}</tools>{% endif %}{% for m in messages %}<|{{ m.role }}|>{{ m.content }}{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}{# <tool_call> #}";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tools_reach_the_template_unless_tool_choice_is_none() {
+    let path = fixture();
+    let model = mixture_model::arch::build(mixture_model::load(&path).unwrap()).unwrap();
+    let tokenizer = Tokenizer::load(&path).unwrap();
+    let served = ServedModel::new(
+        "tools".into(),
+        model.into(),
+        tokenizer,
+        ChatTemplate::new(TOOL_TEMPLATE, "", "").unwrap(),
+    );
+    let app = app(AppState::new(served, sched(2, 8), ServerConfig::default()));
+    let tool = json!({"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}});
+    let body = |extra: Value| {
+        let mut b = json!({"model": "tools", "messages": [{"role": "user", "content": "weather?"}], "max_tokens": 2, "temperature": 0.0});
+        for (k, v) in extra.as_object().unwrap() {
+            b[k] = v.clone();
+        }
+        b
+    };
+    let tok = Tokenizer::load(&path).unwrap();
+    let t = ChatTemplate::new(TOOL_TEMPLATE, "", "").unwrap();
+    let msgs = [Message::new("user", "weather?")];
+    let with = t
+        .render(&msgs, true, Some(json!({"tools": [tool.clone()]})))
+        .unwrap();
+    let without = t.render(&msgs, true, None).unwrap();
+    let count = |s: &str| tok.encode(s, false, true).unwrap().len() as u64;
+    let (s, v) = post_json(
+        &app,
+        "/v1/chat/completions",
+        &body(json!({"tools": [tool.clone()]})),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["usage"]["prompt_tokens"].as_u64().unwrap(), count(&with));
+    let (_, v) = post_json(
+        &app,
+        "/v1/chat/completions",
+        &body(json!({"tools": [tool.clone()], "tool_choice": "none"})),
+    )
+    .await;
+    assert_eq!(
+        v["usage"]["prompt_tokens"].as_u64().unwrap(),
+        count(&without)
+    );
+    // A malformed tool is a 400.
+    let (s, v) = post_json(
+        &app,
+        "/v1/chat/completions",
+        &body(json!({"tools": [{"type": "function"}]})),
+    )
+    .await;
+    assert_eq!(s, 400, "{v}");
+    assert_eq!(v["error"]["param"], "tools[0]");
+    // Assistant messages with tool calls and tool results are accepted.
+    let convo = json!({"model": "tools", "max_tokens": 2, "tools": [tool], "messages": [
+        {"role": "user", "content": "weather?"},
+        {"role": "assistant", "content": null, "tool_calls": [{"id": "call_0", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}}]},
+        {"role": "tool", "tool_call_id": "call_0", "content": "sunny"}
+    ]});
+    let (s, v) = post_json(&app, "/v1/chat/completions", &convo).await;
+    assert_eq!(s, 200, "{v}");
+}
