@@ -359,6 +359,7 @@ struct StreamState {
     started: Instant,
     out: VecDeque<SseEvent>,
     finished: bool,
+    log: run::StreamLog,
 }
 
 impl StreamState {
@@ -452,6 +453,9 @@ impl StreamState {
                 let ev = self.chunk(vec![c], None);
                 self.out.push_back(ev);
                 if self.accs.iter().all(|a| a.finish.is_some()) {
+                    self.log.finished = true;
+                    self.log.completion_tokens =
+                        self.accs.iter().map(|a| a.completion_tokens).sum();
                     if self.ctx.include_usage {
                         let usage = Usage::of(&self.accs, self.accs.len()).json();
                         let ev = self.chunk(Vec::new(), Some(usage));
@@ -484,6 +488,7 @@ fn stream(
         started,
         out: VecDeque::new(),
         finished: false,
+        log: run::StreamLog::new("/v1/chat/completions", started),
     };
     // The first chunk of each choice carries the role, as OpenAI's do.
     for i in 0..n {

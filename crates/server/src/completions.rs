@@ -243,6 +243,7 @@ struct StreamState {
     started: Instant,
     out: VecDeque<SseEvent>,
     finished: bool,
+    log: run::StreamLog,
 }
 
 impl StreamState {
@@ -300,6 +301,9 @@ impl StreamState {
                 let ev = self.chunk(vec![c], None);
                 self.out.push_back(ev);
                 if self.accs.iter().all(|a| a.finish.is_some()) {
+                    self.log.finished = true;
+                    self.log.completion_tokens =
+                        self.accs.iter().map(|a| a.completion_tokens).sum();
                     if self.ctx.include_usage {
                         let usage = Usage::of(&self.accs, self.ctx.n).json();
                         let ev = self.chunk(Vec::new(), Some(usage));
@@ -332,6 +336,7 @@ fn stream(
         started,
         out: VecDeque::new(),
         finished: false,
+        log: run::StreamLog::new("/v1/completions", started),
     };
     if st.ctx.echo {
         for i in 0..total {

@@ -222,6 +222,7 @@ async fn metrics_text(State(state): State<AppState>) -> Response {
     let body = state.metrics.render(Gauges {
         queued: s.queued,
         running: s.running,
+        steps: s.steps,
     });
     (
         [(
@@ -303,11 +304,15 @@ async fn log_requests(State(state): State<AppState>, req: Request, next: Next) -
         _ => "other",
     };
     state.metrics.request(endpoint, status);
-    tracing::info!(
-        target: "mixture::serve",
-        "{method} {path} {status} {:.1}ms",
-        start.elapsed().as_secs_f64() * 1e3
-    );
+    let streaming = resp.headers().get(axum::http::header::CONTENT_TYPE)
+        == Some(&HeaderValue::from_static("text/event-stream"));
+    if !streaming {
+        tracing::info!(
+            target: "mixture::serve",
+            "{method} {path} {status} {:.1}ms",
+            start.elapsed().as_secs_f64() * 1e3
+        );
+    }
     resp
 }
 

@@ -87,6 +87,8 @@ impl Default for Metrics {
 pub struct Gauges {
     pub queued: usize,
     pub running: usize,
+    /// Batched forward passes the scheduler ran.
+    pub steps: u64,
 }
 
 impl Metrics {
@@ -171,6 +173,11 @@ impl Metrics {
         for (name, help, v) in gauges {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
         }
+        let _ = writeln!(
+            out,
+            "# HELP mixture_batch_steps_total Batched forward passes run.\n# TYPE mixture_batch_steps_total counter\nmixture_batch_steps_total {}",
+            g.steps
+        );
         m.ttft.render(
             &mut out,
             "mixture_time_to_first_token_seconds",

@@ -214,3 +214,35 @@ pub fn unix_now() -> u64 {
         .map(|d| d.as_secs())
         .unwrap_or(0)
 }
+
+/// Logs a streaming request's line when its stream ends (the middleware logs the others).
+pub struct StreamLog {
+    pub path: &'static str,
+    pub started: Instant,
+    pub completion_tokens: usize,
+    pub finished: bool,
+}
+
+impl StreamLog {
+    pub fn new(path: &'static str, started: Instant) -> StreamLog {
+        StreamLog {
+            path,
+            started,
+            completion_tokens: 0,
+            finished: false,
+        }
+    }
+}
+
+impl Drop for StreamLog {
+    fn drop(&mut self) {
+        tracing::info!(
+            target: "mixture::serve",
+            "POST {} 200 {:.1}ms stream, {} tokens{}",
+            self.path,
+            self.started.elapsed().as_secs_f64() * 1e3,
+            self.completion_tokens,
+            if self.finished { "" } else { ", client left" }
+        );
+    }
+}
