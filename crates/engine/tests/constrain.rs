@@ -724,6 +724,19 @@ fn unsupported_keywords_are_errors() {
             other => panic!("{schema}: expected an unsupported error, got {other:?}"),
         }
     }
+    // A chain of $refs deeper than the limit.
+    let defs: Vec<String> = (0..200)
+        .map(|i| format!("\"d{i}\": {{\"$ref\": \"#/$defs/d{}\"}}", i + 1))
+        .chain(["\"d200\": {\"type\": \"string\"}".to_string()])
+        .collect();
+    let deep = format!(
+        "{{\"$defs\": {{{}}}, \"$ref\": \"#/$defs/d0\"}}",
+        defs.join(",")
+    );
+    match JsonConstraint::new(&format_of(&deep), vocab.clone(), &[EOS]) {
+        Err(ConstrainError::Unsupported { .. }) => {}
+        other => panic!("deep $ref chain: {other:?}"),
+    }
     let invalid = [
         r#"{"type":"strin"}"#,
         r#"{"type":"array","minItems":3,"maxItems":2}"#,
@@ -819,4 +832,46 @@ fn mask_time_real_vocab() {
             times[20].as_secs_f64() * 1e3
         );
     }
+}
+
+/// A schema whose values must nest forever hits the nesting cap: then only stop tokens are
+/// allowed (generation ends) instead of no token at all.
+#[test]
+fn nesting_cap_never_leaves_an_empty_mask() {
+    let vocab = synthetic_vocab();
+    let schema = r##"{"type":"array","items":{"$ref":"#"},"minItems":1}"##;
+    let mut c = JsonConstraint::new(&format_of(schema), vocab.clone(), &[EOS]).unwrap();
+    let open = (0..vocab.len() as u32)
+        .find(|&i| vocab.get(i) == Some(b"["))
+        .unwrap();
+    let mut depth = 0;
+    loop {
+        let allowed: Vec<u32> = c
+            .allowed()
+            .iter()
+            .enumerate()
+            .filter(|(_, a)| **a)
+            .map(|(i, _)| i as u32)
+            .collect();
+        assert!(!allowed.is_empty());
+        if allowed.contains(&open) {
+            c.accept(open).unwrap();
+            depth += 1;
+            assert!(depth < 1000);
+            continue;
+        }
+        let ws_only = allowed.iter().all(|&t| {
+            vocab
+                .get(t)
+                .is_some_and(|b| b.iter().all(|c| c.is_ascii_whitespace()))
+        });
+        assert!(ws_only || allowed == vec![EOS], "{allowed:?}");
+        if allowed == vec![EOS] {
+            break;
+        }
+        c.accept(allowed[0]).unwrap();
+    }
+    assert!(depth > 10, "depth {depth}");
+    c.accept(EOS).unwrap();
+    assert!(c.is_complete());
 }

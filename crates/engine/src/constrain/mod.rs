@@ -87,6 +87,10 @@ pub struct JsonConstraint {
     state: State,
     /// A stop token was accepted.
     done: bool,
+    /// No token can continue the value (only when the nesting cap of
+    /// [`matcher::MAX_FRAMES`] cuts a schema whose values must nest deeper): stop tokens are
+    /// allowed then, so generation ends instead of sampling from nothing.
+    stuck: bool,
     // Reused buffers for the mask walk.
     walk: Vec<State>,
     slot_of: Vec<usize>,
@@ -127,6 +131,7 @@ impl JsonConstraint {
             grammar,
             stop_ids: stop_ids.to_vec(),
             done: false,
+            stuck: false,
             walk: vec![State::default(); depth],
             slot_of: vec![0; depth],
             forks: Vec::new(),
@@ -193,6 +198,14 @@ impl JsonConstraint {
             }
             i += 1;
         }
+        self.stuck = !self.allowed.iter().any(|a| *a);
+        if self.stuck {
+            for &id in &self.stop_ids {
+                if let Some(a) = self.allowed.get_mut(id as usize) {
+                    *a = true;
+                }
+            }
+        }
     }
 
     /// Set `-inf` on the logits of tokens that cannot come next.
@@ -211,7 +224,7 @@ impl JsonConstraint {
             return Err("the JSON value is already complete".into());
         }
         if self.stop_ids.contains(&token) {
-            if self.state.is_closed() || self.state.can_finish(&self.grammar) {
+            if self.state.is_closed() || self.state.can_finish(&self.grammar) || self.stuck {
                 self.done = true;
                 return Ok(());
             }

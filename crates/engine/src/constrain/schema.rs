@@ -87,6 +87,7 @@ impl Grammar {
             nodes: base_nodes(),
             root: schema,
             refs: Vec::new(),
+            depth: 0,
         };
         let root = c.compile(schema, "#")?;
         Ok(Grammar {
@@ -168,7 +169,12 @@ struct Compiler<'a> {
     root: &'a Json,
     /// `$ref` targets compiled so far (or being compiled), by reference text.
     refs: Vec<(String, u32)>,
+    /// Schemas being compiled, nested (bounds recursion through `$ref` chains).
+    depth: usize,
 }
+
+/// Deepest nesting of schemas (through subschemas and `$ref`s) compiled.
+pub const MAX_SCHEMA_DEPTH: usize = 64;
 
 fn unsupported(path: &str, what: impl Into<String>) -> ConstrainError {
     ConstrainError::Unsupported {
@@ -211,6 +217,19 @@ impl<'a> Compiler<'a> {
     }
 
     fn compile(&mut self, schema: &'a Json, path: &str) -> Result<u32, ConstrainError> {
+        if self.depth >= MAX_SCHEMA_DEPTH {
+            return Err(unsupported(
+                path,
+                format!("schemas nested deeper than {MAX_SCHEMA_DEPTH}"),
+            ));
+        }
+        self.depth += 1;
+        let result = self.compile_inner(schema, path);
+        self.depth -= 1;
+        result
+    }
+
+    fn compile_inner(&mut self, schema: &'a Json, path: &str) -> Result<u32, ConstrainError> {
         let members = match schema {
             Json::Bool(true) => return Ok(ANY),
             Json::Bool(false) => return Err(invalid(path, "schema `false` matches nothing")),
