@@ -802,6 +802,7 @@ fn mask_time_real_vocab() {
         ("person", "{\"name\": \"Ann"),
         ("person", "{\"name\": \"Jür"),
         ("person", "{\"name\": \"Ann\", \"age\": 4"),
+        ("person", "{\"name\": \"Ann\", \"age\": 4, \"email\": \"ab"),
         (
             "status",
             "{\"status\": \"pending\", \"code\": null, \"tags\": [\"ab",

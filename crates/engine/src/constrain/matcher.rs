@@ -591,6 +591,28 @@ impl State {
         self.n = live.len();
     }
 
+    /// Inside a string with nothing pending (no escape, no partial UTF-8 character): how many
+    /// more plain characters may come (`u32::MAX`: no limit). `None` elsewhere.
+    pub(crate) fn plain_room(&self) -> Option<u32> {
+        if self.n != 1 {
+            return None;
+        }
+        match self.stacks.first().and_then(|s| s.frames.last()) {
+            Some(Frame::Str {
+                max,
+                len,
+                esc: 0,
+                need: 0,
+                ..
+            }) => Some(if *max == UNBOUNDED {
+                u32::MAX
+            } else {
+                max.saturating_sub(*len)
+            }),
+            _ => None,
+        }
+    }
+
     /// True when byte `b` leaves the state exactly as it is (plain characters inside an
     /// unbounded string): the trie walk then reuses the parent's state.
     pub(crate) fn unchanged_by(&self, b: u8) -> bool {

@@ -170,18 +170,29 @@ impl JsonConstraint {
             let d = trie.depth[i] as usize;
             let b = trie.byte[i];
             let parent = self.slot_of[d - 1];
-            if self.walk[parent].unchanged_by(b) {
-                if trie.plain[i] {
-                    // The whole subtree stays inside the string: all its tokens are allowed.
+            if trie.plain[i] {
+                if let Some(room) = self.walk[parent].plain_room() {
+                    // The whole subtree stays inside the string: its tokens are allowed when
+                    // they fit in what is left of a maximum length.
                     let (lo, hi) = (trie.sub_lo[i] as usize, trie.sub_hi[i] as usize);
+                    let before = d - 1;
                     for &id in &trie.ids[lo..hi] {
-                        if let Some(a) = self.allowed.get_mut(id as usize) {
-                            *a = true;
+                        let fits = room == u32::MAX
+                            || self
+                                .bytes
+                                .get(id)
+                                .is_some_and(|t| t.len().saturating_sub(before) <= room as usize);
+                        if fits {
+                            if let Some(a) = self.allowed.get_mut(id as usize) {
+                                *a = true;
+                            }
                         }
                     }
                     i = trie.end[i] as usize;
                     continue;
                 }
+            }
+            if self.walk[parent].unchanged_by(b) {
                 self.slot_of[d] = parent;
             } else {
                 let (lo, hi) = self.walk.split_at_mut(d);
