@@ -1034,3 +1034,43 @@ async fn tools_reach_the_template_unless_tool_choice_is_none() {
     let (s, v) = post_json(&app, "/v1/chat/completions", &convo).await;
     assert_eq!(s, 200, "{v}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_only_when_asked() {
+    let preflight = || {
+        Request::options("/v1/chat/completions")
+            .header("origin", "http://app.test")
+            .header("access-control-request-method", "POST")
+            .header(
+                "access-control-request-headers",
+                "content-type,authorization",
+            )
+            .body(Body::empty())
+            .unwrap()
+    };
+    let plain = app(state(ServerConfig::default()));
+    let resp = plain.clone().oneshot(preflight()).await.unwrap();
+    assert!(resp.headers().get("access-control-allow-origin").is_none());
+    let with = app(state(ServerConfig {
+        cors_origin: Some("http://app.test".into()),
+        api_key: Some("k".into()),
+        ..ServerConfig::default()
+    }));
+    let resp = with.clone().oneshot(preflight()).await.unwrap();
+    assert!(resp.status().is_success(), "{}", resp.status());
+    assert_eq!(
+        resp.headers().get("access-control-allow-origin").unwrap(),
+        "http://app.test"
+    );
+    // Another origin gets no grant (the header, if any, names the allowed origin only).
+    let req = Request::get("/health")
+        .header("origin", "http://evil.test")
+        .body(Body::empty())
+        .unwrap();
+    let resp = with.oneshot(req).await.unwrap();
+    let granted = resp.headers().get("access-control-allow-origin");
+    assert!(
+        granted.is_none_or(|v| v == "http://app.test"),
+        "{granted:?}"
+    );
+}
