@@ -158,6 +158,7 @@ fn schemas() -> Vec<(&'static str, String)> {
         ("pydantic", r##"{"$defs":{"Color":{"enum":["red","green"],"title":"Color","type":"string"}},"properties":{"color":{"$ref":"#/$defs/Color"},"note":{"anyOf":[{"type":"string"},{"type":"null"}],"default":null,"title":"Note"},"sizes":{"items":{"type":"integer"},"title":"Sizes","type":"array"}},"required":["color","note","sizes"],"title":"Item","type":"object","additionalProperties":false}"##.into()),
     ];
     v.push(("big_enum", big_enum()));
+    v.push(("twins", r#"{"anyOf":[{"type":"object","properties":{"name":{"type":"string"},"age":{"type":"integer"}},"required":["name","age"]},{"type":"object","properties":{"name":{"type":"string","maxLength":10},"color":{"type":"string"}},"required":["name","color"]}]}"#.into()));
     v
 }
 
@@ -558,6 +559,13 @@ fn documents() -> Vec<(&'static str, &'static str, bool)> {
             false,
         ),
         ("big_enum", r#""v99""#, true),
+        ("twins", r#"{"name":"a long name here","age":3}"#, true),
+        ("twins", r#"{"name":"short","color":"red"}"#, true),
+        (
+            "twins",
+            r#"{"name":"a long name here","color":"red"}"#,
+            false,
+        ),
         ("big_enum", r#""v100""#, false),
     ]
 }
@@ -811,6 +819,7 @@ fn mask_time_real_vocab() {
         ("any", "[1, {\"a\": "),
         ("any_of", ""),
         ("big_enum", "\"v"),
+        ("twins", "{\"name\": \"Bo"),
     ];
     for (name, prefix) in cases {
         let mut c = JsonConstraint::new(&format_of(&schema(name)), vocab.clone(), &stops).unwrap();

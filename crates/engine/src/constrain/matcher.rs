@@ -594,42 +594,49 @@ impl State {
     /// Inside a string with nothing pending (no escape, no partial UTF-8 character): how many
     /// more plain characters may come (`u32::MAX`: no limit). `None` elsewhere.
     pub(crate) fn plain_room(&self) -> Option<u32> {
-        if self.n != 1 {
-            return None;
+        // Several stacks (undecided `anyOf`): a plain character fits if it fits in any.
+        let mut room = None;
+        for s in self.live() {
+            match s.frames.last() {
+                Some(Frame::Str {
+                    max,
+                    len,
+                    esc: 0,
+                    need: 0,
+                    ..
+                }) => {
+                    let r = if *max == UNBOUNDED {
+                        u32::MAX
+                    } else {
+                        max.saturating_sub(*len)
+                    };
+                    room = Some(room.map_or(r, |x: u32| x.max(r)));
+                }
+                _ => return None,
+            }
         }
-        match self.stacks.first().and_then(|s| s.frames.last()) {
-            Some(Frame::Str {
-                max,
-                len,
-                esc: 0,
-                need: 0,
-                ..
-            }) => Some(if *max == UNBOUNDED {
-                u32::MAX
-            } else {
-                max.saturating_sub(*len)
-            }),
-            _ => None,
-        }
+        room
     }
 
     /// True when byte `b` leaves the state exactly as it is (plain characters inside an
     /// unbounded string): the trie walk then reuses the parent's state.
     pub(crate) fn unchanged_by(&self, b: u8) -> bool {
-        if self.n != 1 || !(0x20..0x80).contains(&b) || b == b'"' || b == b'\\' {
+        if self.n == 0 || !(0x20..0x80).contains(&b) || b == b'"' || b == b'\\' {
             return false;
         }
-        match self.stacks.first().and_then(|s| s.frames.last()) {
-            Some(Frame::Str {
-                min,
-                max,
-                len,
-                esc: 0,
-                need: 0,
-                ..
-            }) => *max == UNBOUNDED && len >= min,
-            _ => false,
-        }
+        self.live().iter().all(|s| {
+            matches!(
+                s.frames.last(),
+                Some(Frame::Str {
+                    min,
+                    max,
+                    len,
+                    esc: 0,
+                    need: 0,
+                    ..
+                }) if *max == UNBOUNDED && len >= min
+            )
+        })
     }
 
     /// `next` := this state after byte `b`. Returns false when no stack survives.
