@@ -109,7 +109,9 @@ fn prepare(state: &AppState, body: &[u8]) -> Result<Prepared, ApiError> {
                 format!("token id {id} is out of range (vocabulary of {vocab})"),
             ));
         }
-        let max_tokens = state.max_tokens(ids.len(), checked.max_tokens.or(Some(16)))?;
+        let max_tokens = state
+            .max_tokens(ids.len(), checked.max_tokens.or(Some(16)))
+            .map_err(|e| e.with_param("prompt"))?;
         for seed in run::seeds(&checked, checked.n) {
             jobs.push(Job {
                 prompt: ids.clone(),
