@@ -46,7 +46,9 @@ pub struct SchedulerConfig {
     pub queue: usize,
     /// Per-sequence token limit, prompt and completion (0 = the model's; never above it).
     pub context: usize,
-    /// Tokens the prefix cache may hold over all its entries (0 = off).
+    /// Tokens the prefix cache may hold over all its entries (0 = off). Each costs the
+    /// model's KV values per token (`KvCache::values_per_token`) times 4 bytes: 46 KB for
+    /// SmolLM2-135M, 62 KB for DeepSeek-V2-Lite's MLA latents.
     pub prefix_cache_tokens: usize,
     /// Most prompt tokens run in one step, over all prefilling sequences (0 = 512).
     pub prefill_chunk: usize,
@@ -58,7 +60,7 @@ impl Default for SchedulerConfig {
             parallel: 4,
             queue: 64,
             context: 0,
-            prefix_cache_tokens: 32 * 1024,
+            prefix_cache_tokens: 4096,
             prefill_chunk: 512,
         }
     }

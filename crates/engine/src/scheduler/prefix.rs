@@ -46,6 +46,12 @@ impl PrefixCache {
         }
         tokens.truncate(n);
         cache.truncate(n);
+        // Held for a while: no slack beyond what the limit counts.
+        tokens.shrink_to_fit();
+        for l in &mut cache.layers {
+            l.k.shrink_to_fit();
+            l.v.shrink_to_fit();
+        }
         // An entry this one starts with says nothing this one does not.
         let mut i = 0;
         while i < self.entries.len() {
