@@ -210,6 +210,7 @@ fn prepare(state: &AppState, body: &[u8]) -> Result<Prepared, ApiError> {
                 logprobs,
                 stop_ids: state.model.stop_ids.clone(),
                 keep_special: with_tools,
+                continuation: false,
             },
             logprobs: logprobs.then_some(top as usize),
             constraint: crate::format::constraint(state, f.response_format.as_ref())?,

@@ -123,6 +123,7 @@ fn prepare(state: &AppState, body: &[u8]) -> Result<Prepared, ApiError> {
                     logprobs: f.logprobs.is_some(),
                     stop_ids: state.model.stop_ids.clone(),
                     keep_special: false,
+                    continuation: true,
                 },
                 logprobs: f.logprobs.map(|k| k as usize),
                 constraint: None,

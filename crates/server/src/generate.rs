@@ -80,6 +80,8 @@ pub struct TextSetup {
     pub stop_ids: Vec<u32>,
     /// Keep special tokens' text (for tool-call parsing); stop tokens are always left out.
     pub keep_special: bool,
+    /// The text continues the prompt (completions) rather than starting a reply.
+    pub continuation: bool,
 }
 
 struct SinkState {
@@ -269,7 +271,7 @@ pub fn make_sink(
     let mut state = SinkState {
         index,
         tx,
-        decoder: Decoder::new(tokenizer.clone(), setup.keep_special),
+        decoder: Decoder::new(tokenizer.clone(), setup.keep_special, setup.continuation),
         tokenizer,
         stop: StopMatcher::new(setup.stop_strings),
         splitter,

@@ -16,11 +16,13 @@ pub struct Decoder {
 }
 
 impl Decoder {
-    pub fn new(tokenizer: Arc<Tokenizer>, keep_special: bool) -> Decoder {
+    /// `continuation`: the text continues a prompt (completions), so a SentencePiece first
+    /// token keeps its leading space; otherwise it starts a new text and loses it.
+    pub fn new(tokenizer: Arc<Tokenizer>, keep_special: bool, continuation: bool) -> Decoder {
         Decoder {
             tokenizer,
             pending: Vec::new(),
-            started: false,
+            started: continuation,
             keep_special,
         }
     }
