@@ -787,6 +787,14 @@ fn response_format_shapes() {
     let names: Vec<&str> = members.iter().map(|(k, _)| k.as_str()).collect();
     assert_eq!(names, ["b", "a"]);
     assert!(serde_json::from_str::<ResponseFormat>(r#"{"type":"xml"}"#).is_err());
+    assert!(serde_json::from_str::<ResponseFormat>(
+        r#"{"type":"json_schema","json_schema":{"schema":{"type":"integer"}}}"#
+    )
+    .is_ok());
+    assert!(serde_json::from_str::<ResponseFormat>(
+        r#"{"type":"json_schema","json_schema":{"name":"x","schema":{},"extra":1}}"#
+    )
+    .is_err());
     assert!(serde_json::from_str::<ResponseFormat>(r#"{"type":"json_schema"}"#).is_err());
     // No stop token: refused.
     let vocab = synthetic_vocab();

@@ -53,6 +53,8 @@ pub enum ResponseFormat {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JsonSchemaFormat {
+    /// Required by OpenAI; accepted when missing (some local clients leave it out).
+    #[serde(default)]
     pub name: String,
     #[serde(default)]
     pub description: Option<String>,
