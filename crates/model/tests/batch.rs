@@ -23,32 +23,6 @@ fn ids(m: &dyn Architecture, n: usize, salt: u64) -> Vec<u32> {
         .collect()
 }
 
-/// Bits of single-sequence logits (to check a refactor leaves them unchanged).
-#[test]
-#[ignore]
-fn dump_single_hash() {
-    for name in [
-        "llama",
-        "qwen2",
-        "qwen3moe",
-        "mixtral",
-        "deepseek2",
-        "deepseek3",
-    ] {
-        let m = model(name);
-        let p = ids(m.as_ref(), 80, 1);
-        let mut cache = m.new_cache();
-        let mut all = m.forward(&p[..72], &mut cache, Logits::All).expect("f");
-        all.extend(m.forward(&p[72..75], &mut cache, Logits::Last).expect("f"));
-        all.extend(m.forward(&p[75..76], &mut cache, Logits::All).expect("f"));
-        let mut h: u64 = 0xcbf29ce484222325;
-        for x in &all {
-            h = (h ^ x.to_bits() as u64).wrapping_mul(0x100000001b3);
-        }
-        println!("HASH {name} {h:016x} {}", all.len());
-    }
-}
-
 /// One sequence's state and next step in a batch test.
 struct Case {
     /// Tokens already in the cache before the step.
