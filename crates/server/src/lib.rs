@@ -22,8 +22,17 @@
 //!   `chat_template_kwargs` passes other template variables.
 //! - Stop strings are matched on the generated text (thinking included), across token
 //!   boundaries; the stop string is not returned.
-//! - With `tools`, the answer's text is held until the choice ends (streaming too), then
-//!   tool calls are parsed out of it; reasoning still streams as it comes.
+//! - With `tools` (and `tool_choice` other than `"none"`, which leaves them out of the
+//!   prompt), calls are parsed from the answer in the format the template uses (DeepSeek-V3/R1,
+//!   Hermes/Qwen; `mixture_engine::toolcalls`) into `tool_calls` with ids `call_<n>` and
+//!   `finish_reason: "tool_calls"`; a call cut by `max_tokens` gives `"length"` and is not
+//!   reported. Streams send content up to where a call may begin and the rest, with the calls,
+//!   when the choice ends. `tool_choice: "required"` or a named function is not enforced.
+//! - `response_format` `json_object` / `json_schema` constrain decoding from the first token
+//!   (`mixture_engine::constrain`), so a thinking model does not think first.
+//! - Completions: `prompt` may be a string, a list of strings, token ids or lists of ids
+//!   (prompts x `n` at most 16); `echo` and legacy `logprobs` (0..=5) are supported,
+//!   `suffix` is ignored, `best_of` must equal `n`.
 //! - `/health` needs no API key; every other route does when one is set.
 
 pub mod chat;
