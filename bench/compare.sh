@@ -18,6 +18,10 @@
 #   --out FILE         also write all results as JSON there
 #   --llama-only / --mixture-only
 #   --no-warm          do not read each model file once (cat > /dev/null) before its runs
+#   --no-drop-caches   do not empty the page cache before each engine's runs (the default, when
+#                      /proc/sys/vm/drop_caches is writable, i.e. as root: otherwise the files of
+#                      earlier runs crowd the page cache and the engine run under memory pressure,
+#                      which cost llama.cpp up to 5x on V2-Lite Q4_K_M in one run, see BENCHMARKS.md)
 #
 # It builds nothing itself beyond calling tools/build_llama_cpp.sh llama-bench (idempotent:
 # seconds when already built; ~15 min the first time) to locate llama-bench, and
@@ -41,6 +45,7 @@ OUT=""
 RUN_LLAMA=1
 RUN_MIXTURE=1
 WARM=1
+DROP=1
 while [ "$#" -gt 0 ]; do
   case "$1" in
     -m|--model) MODELS+=("$2"); shift 2 ;;
@@ -52,6 +57,7 @@ while [ "$#" -gt 0 ]; do
     --llama-only) RUN_MIXTURE=0; shift ;;
     --mixture-only) RUN_LLAMA=0; shift ;;
     --no-warm) WARM=0; shift ;;
+    --no-drop-caches) DROP=0; shift ;;
     -h|--help) sed -n '2,/^set -uo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
   esac
@@ -120,6 +126,22 @@ sys.exit(rc)' "$WORK/$name" "$@"
   return 0
 }
 
+# Before each engine's runs: an empty page cache (when allowed), then the model file read once,
+# so both engines start from the same state whatever ran before.
+prepare() {
+  local i="$1" M="$2" t0
+  if [ "$DROP" = 1 ] && [ -w /proc/sys/vm/drop_caches ]; then
+    sync
+    echo 3 >/proc/sys/vm/drop_caches
+  fi
+  if [ "$WARM" = 1 ]; then
+    # llama.cpp mmaps and would otherwise read the experts from disk during its first runs
+    t0="$(date +%s)"
+    cat "$M" >/dev/null
+    echo "[$i] page cache warmed ($(basename "$M"), $(( $(date +%s) - t0 )) s)" >&2
+  fi
+}
+
 i=0
 : >"$WORK/models.txt"
 for M in "${MODELS[@]}"; do
@@ -129,19 +151,14 @@ for M in "${MODELS[@]}"; do
     echo "[$i] $M: missing, skipped" >&2
     continue
   fi
-  if [ "$WARM" = 1 ]; then
-    # warm page cache for both programs (the protocol); llama.cpp mmaps and would otherwise
-    # read the experts from disk during its first runs
-    t0="$(date +%s)"
-    cat "$M" >/dev/null
-    echo "[$i] page cache warmed ($(basename "$M"), $(( $(date +%s) - t0 )) s)" >&2
-  fi
   if [ -n "$LB" ]; then
+    prepare "$i" "$M"
     echo "[$i] llama-bench  -m $(basename "$M") -p $NP -n $NG -t $THREADS -r $REPS ..." >&2
     run "$i.llama" "$LB" -m "$M" -p "$NP" -n "$NG" -t "$THREADS" -r "$REPS" -o json
     echo "    done in $(cat "$WORK/$i.llama.wall") s (rc $(cat "$WORK/$i.llama.rc"))" >&2
   fi
   if [ -n "$MX" ]; then
+    prepare "$i" "$M"
     echo "[$i] mixture bench --model $(basename "$M") -p $NP -n $NG --threads $THREADS --repetitions $REPS ..." >&2
     run "$i.mixture" "$MX" bench --model "$M" -p "$NP" -n "$NG" --threads "$THREADS" --repetitions "$REPS" --json
     echo "    done in $(cat "$WORK/$i.mixture.wall") s (rc $(cat "$WORK/$i.mixture.rc"))" >&2

@@ -6,8 +6,8 @@
 //! then the rows of all jobs are cut into tasks of [`ROWS_PER_TASK`] rows and run as one
 //! parallel loop, so no thread idles while another finishes a job.
 //!
-//! Jobs with at least [`GEMM_MIN_TOKENS`] tokens (prefill) go through [`crate::gemm`]'s tiled
-//! micro-kernel where the CPU has it: each task converts its rows once and multiplies them
+//! Jobs with at least [`gemm_min_tokens`] tokens (prefill, batched decode) go through
+//! [`crate::gemm`]'s tiled micro-kernel where the CPU has it: each task converts its rows once and multiplies them
 //! with every token, writing straight into the output.
 
 use crate::dtype::{DType, KernelError};
@@ -21,8 +21,23 @@ use rayon::prelude::*;
 /// amortise scheduling.
 pub const ROWS_PER_TASK: usize = 16;
 
-/// Tokens from which a job takes the tiled prefill kernel (below it, the per-row dots).
-pub const GEMM_MIN_TOKENS: usize = 4;
+/// Tokens from which a job against `dtype` weights takes the tiled prefill kernel (below it,
+/// the per-row dots, which the K-quants run four tokens at a time). The tiled kernel converts
+/// every row it reads, so it pays off only once enough tokens share that work; where, depends
+/// on how fast each format's row dots already are. Measured single-threaded with
+/// `cargo run -p mixture-kernels --release --example qdot_speed prefill 5 T` (T = 4..256,
+/// AVX-512, k = 2048): the 32-element formats break even at 4-8 tokens (Q5_0/Q5_1 at ~12),
+/// Q2_K/Q3_K at ~24, Q4_K/Q5_K at ~32-64, Q6_K at ~200.
+pub fn gemm_min_tokens(dtype: DType) -> usize {
+    match dtype {
+        DType::Q4_0 | DType::Q4_1 | DType::Q8_0 => 8,
+        DType::Q5_0 | DType::Q5_1 => 16,
+        DType::Q2K | DType::Q3K => 32,
+        DType::Q4K | DType::Q5K => 64,
+        DType::Q6K => 256,
+        _ => usize::MAX,
+    }
+}
 
 /// One matmul: `x` holds `t = x.len() / w.cols` rows; `out.len() == t * w.rows`.
 pub struct MatJob<'a> {
@@ -62,7 +77,7 @@ unsafe impl Sync for OutPtr {}
 
 /// Whether a job of `t` tokens against `dtype` weights runs on the tiled prefill kernel.
 pub fn takes_tiled_kernel(dtype: DType, t: usize) -> bool {
-    t >= GEMM_MIN_TOKENS && gemm::available() && gemm::supported(dtype)
+    t >= gemm_min_tokens(dtype) && gemm::available() && gemm::supported(dtype)
 }
 
 /// Run every job; see the module docs.

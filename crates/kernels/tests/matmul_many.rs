@@ -53,8 +53,9 @@ fn many_jobs_equal_the_reference_one_by_one() {
         (DType::F16, 19),
         (DType::F32, 3),
     ];
-    // 1 and 3 tokens: per-row dots; 6: the tiled prefill kernel (where the CPU has it).
-    for t in [1usize, 3, 6] {
+    // 1 and 3 tokens: per-row dots; 9 and 70: the tiled prefill kernel (where the CPU has it)
+    // for the 32-element formats, then also for Q4_K (see `gemm_min_tokens`).
+    for t in [1usize, 3, 9, 70] {
         let xa: Vec<f32> = (0..t * k)
             .map(|i| ((i * 7 % 23) as f32 - 11.0) / 5.0)
             .collect();
