@@ -849,14 +849,14 @@ async fn a_dropped_stream_cancels_its_request() {
     };
     let st = state_with(&path, ServerConfig::default(), sched(2, 8));
     let app = app(st.clone());
-    let body = json!({
+    let body_json = json!({
         "model": "default",
         "messages": [{"role": "user", "content": "Write a very long story about a dragon."}],
         "max_tokens": 2000, "temperature": 0.7, "seed": 3, "stream": true,
     });
     let resp = app
         .clone()
-        .oneshot(post("/v1/chat/completions", body.to_string()))
+        .oneshot(post("/v1/chat/completions", body_json.to_string()))
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
@@ -866,19 +866,34 @@ async fn a_dropped_stream_cancels_its_request() {
         let _ = body.frame().await;
     }
     drop(body);
-    let t0 = std::time::Instant::now();
-    loop {
-        let s = st.scheduler.stats();
-        if s.running == 0 && s.queued == 0 {
-            assert!(s.generated_tokens < 500, "{s:?}");
-            break;
+    let idle = |limit: u64| {
+        let st = st.clone();
+        async move {
+            let t0 = std::time::Instant::now();
+            loop {
+                let s = st.scheduler.stats();
+                if s.running == 0 && s.queued == 0 {
+                    assert!(s.generated_tokens < limit, "{s:?}");
+                    return;
+                }
+                assert!(
+                    t0.elapsed().as_secs() < 10,
+                    "the request kept running: {s:?}"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
         }
-        assert!(
-            t0.elapsed().as_secs() < 10,
-            "the request kept running: {s:?}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    };
+    idle(500).await;
+    // A non-streaming request whose handler future is dropped (the client went away).
+    let mut nb = body_json.clone();
+    nb["stream"] = json!(false);
+    let fut = app
+        .clone()
+        .oneshot(post("/v1/chat/completions", nb.to_string()));
+    let r = tokio::time::timeout(std::time::Duration::from_millis(500), fut).await;
+    assert!(r.is_err(), "2000 tokens cannot be done in 0.5 s");
+    idle(1000).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
