@@ -1089,3 +1089,33 @@ async fn cors_only_when_asked() {
         "{granted:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deepseek_fixture_serves_batched_choices() {
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/deepseek3/model.f32.gguf");
+    let app = app(state_with(&path, ServerConfig::default(), sched(4, 16)));
+    let body = json!({
+        "model": "model.f32",
+        "messages": [{"role": "user", "content": "hello"}],
+        "max_tokens": 20, "temperature": 0.8, "seed": 11, "n": 3,
+    });
+    let (s, plain) = post_json(&app, "/v1/chat/completions", &body).await;
+    assert_eq!(s, 200, "{plain}");
+    let mut sb = body.clone();
+    sb["stream"] = json!(true);
+    let (_, text) = send(&app, post("/v1/chat/completions", sb.to_string())).await;
+    let (streamed, _) = stream_chat_text(&sse_events(&text));
+    assert!(streamed[..3].iter().any(|t| !t.is_empty()), "{plain}");
+    assert!(
+        streamed[0] != streamed[1] || streamed[1] != streamed[2],
+        "{plain}"
+    );
+    for i in 0..3 {
+        assert_eq!(
+            plain["choices"][i]["message"]["content"].as_str().unwrap(),
+            streamed[i],
+            "choice {i}"
+        );
+    }
+}
