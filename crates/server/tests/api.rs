@@ -1119,3 +1119,50 @@ async fn deepseek_fixture_serves_batched_choices() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// The official R1-distill template. (llama.cpp's own R1 template, `llama-cpp-deepseek-r1`,
+/// renders `tools | map(attribute='function') | tojson`, which fails here as in Jinja2:
+/// `map` gives a generator; such a request gets a 400 naming the template error.)
+async fn deepseek_r1_template_pre_opens_thinking() {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures");
+    let t: Value = serde_json::from_str(
+        &std::fs::read_to_string(fixtures.join("chat_templates/deepseek-r1-distill-llama.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    let template = ChatTemplate::new(
+        t["template"].as_str().unwrap(),
+        t["bos_token"].as_str().unwrap(),
+        t["eos_token"].as_str().unwrap(),
+    )
+    .unwrap();
+    let path = fixture();
+    let model = mixture_model::arch::build(mixture_model::load(&path).unwrap()).unwrap();
+    let served = ServedModel::new(
+        "r1".into(),
+        model.into(),
+        Tokenizer::load(&path).unwrap(),
+        template,
+    );
+    let app = app(AppState::new(served, sched(2, 8), ServerConfig::default()));
+    let tool =
+        json!({"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}});
+    for tools in [None, Some(json!([tool]))] {
+        let mut body = json!({"model": "r1", "messages": [{"role": "user", "content": "2+2?"}], "max_tokens": 8, "temperature": 0.0});
+        if let Some(t) = tools {
+            body["tools"] = t;
+        }
+        let (s, v) = post_json(&app, "/v1/chat/completions", &body).await;
+        assert_eq!(s, 200, "{v}");
+        let m = &v["choices"][0]["message"];
+        // The prompt ends inside <think>, and the random model never closes it.
+        assert!(
+            m["reasoning_content"]
+                .as_str()
+                .is_some_and(|r| !r.is_empty()),
+            "{v}"
+        );
+        assert_eq!(m["content"], "", "{v}");
+    }
+}
