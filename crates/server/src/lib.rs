@@ -59,6 +59,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use serde_json::json;
+use std::future::IntoFuture;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -360,26 +361,40 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// How long open connections get to finish after shutdown starts.
+pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Serve on `listener` until `shutdown` resolves; then cancel everything in flight, let
-/// the open responses end, and stop the scheduler.
+/// the open responses end (at most [`SHUTDOWN_GRACE`]), and stop the scheduler.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let app = app(state.clone());
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let fired = Arc::new(tokio::sync::Notify::new());
     let stopper = state.clone();
+    let notify = fired.clone();
     let signal = async move {
         shutdown.await;
         tracing::info!(target: "mixture::serve", "shutting down");
-        // Cancelling every request ends the open streams, so the graceful shutdown below
-        // does not wait on them. The scheduler joins its worker on a blocking thread.
+        notify.notify_one();
+        // Cancelling every request ends the open streams, so the graceful shutdown does not
+        // wait on them. The scheduler joins its worker on a blocking thread.
         let _ = tokio::task::spawn_blocking(move || stopper.shutdown()).await;
-        let _ = tx.send(());
     };
-    let server = axum::serve(listener, app).with_graceful_shutdown(signal);
-    let result = server.await;
-    let _ = rx.await;
-    result
+    let server = axum::serve(listener, app)
+        .with_graceful_shutdown(signal)
+        .into_future();
+    let deadline = async move {
+        fired.notified().await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    tokio::select! {
+        r = server => r,
+        _ = deadline => {
+            tracing::warn!(target: "mixture::serve", "connections still open after {SHUTDOWN_GRACE:?}; closing them");
+            Ok(())
+        }
+    }
 }

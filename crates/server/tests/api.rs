@@ -1166,3 +1166,29 @@ async fn deepseek_r1_template_pre_opens_thinking() {
         assert_eq!(m["content"], "", "{v}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_does_not_wait_forever_on_a_stalled_client() {
+    use tokio::io::AsyncWriteExt;
+    let st = state(ServerConfig::default());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(mixture_server::serve(listener, st, async move {
+        let _ = stop_rx.await;
+    }));
+    // Headers promising a body that never comes: the connection is busy, not idle.
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    conn.write_all(
+        b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\n{",
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let t0 = std::time::Instant::now();
+    let _ = stop_tx.send(());
+    let done = tokio::time::timeout(mixture_server::SHUTDOWN_GRACE * 2, server).await;
+    assert!(done.is_ok(), "serve hung on a stalled client");
+    assert!(t0.elapsed() <= mixture_server::SHUTDOWN_GRACE + std::time::Duration::from_secs(2));
+    drop(conn);
+}
