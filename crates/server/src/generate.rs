@@ -146,7 +146,7 @@ impl SinkState {
                         collect(s.finish(), &mut reasoning, &mut content);
                     }
                     control = Control::Stop;
-                } else if let Some(s) = self.splitter.as_ref() {
+                } else if let (false, Some(s)) = (stop_id, self.splitter.as_ref()) {
                     if !self.forced && self.budget.on_token(s) {
                         self.forced = true;
                         let close = s.forced_close();
