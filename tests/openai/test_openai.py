@@ -176,9 +176,31 @@ def test_seed_reproducibility(smol, client):
     assert len(set(texts.values())) > 1, "four seeds gave the same text: the seed does not reach the sampler"
 
 
+def test_seed_reproducible_on_a_fresh_prompt(smol, client):
+    """The same request twice, with a prompt the server has not seen: the first run computes the
+    whole prompt, the second finds it in the prefix cache; the text must not depend on that."""
+    for i in range(3):
+        a = chat_args(smol, temperature=1.0, max_tokens=16, seed=i, logprobs=True,
+                      messages=[{"role": "user", "content": f"Name a fruit, please ({time.time_ns()}-{i})."}])
+        r1 = client.chat.completions.create(**a).choices[0]
+        r2 = client.chat.completions.create(**a).choices[0]
+        d = max(abs(x.logprob - y.logprob) for x, y in zip(r1.logprobs.content, r2.logprobs.content))
+        assert r1.message.content == r2.message.content, f"{r1.message.content!r} != {r2.message.content!r} (max logprob diff {d:.4f})"
+
+
+def test_stream_equals_nonstream_on_a_fresh_prompt(smol, client):
+    a = chat_args(smol, temperature=0.8, max_tokens=16, seed=3,
+                  messages=[{"role": "user", "content": f"Describe a river ({time.time_ns()})."}])
+    r = client.chat.completions.create(**a).choices[0].message.content
+    text, _, _, _, _ = stream_chat(client, **a)
+    assert text[0] == r
+
+
 def test_seed_same_alone_and_in_batch(smol, client):
-    """Same seed, same text whether the request runs alone or with three others in the batch."""
+    """Same seed, same text whether the request runs alone or with three others in the batch
+    (the prompt is warmed first so that only batching differs)."""
     a = chat_args(smol, temperature=1.0, max_tokens=16, seed=99)
+    client.chat.completions.create(**a)
     alone = client.chat.completions.create(**a).choices[0].message.content
     res = [None] * 4
     def go(i):
@@ -290,11 +312,13 @@ SCHEMA = {
     "type": "object",
     "properties": {
         "name": {"type": "string", "maxLength": 20},
-        "age": {"type": "integer", "minimum": 0, "maximum": 150},
+        "age": {"type": "integer"},
+        "pet": {"type": "object", "properties": {"kind": {"type": "string", "enum": ["cat", "dog"]}, "indoor": {"type": "boolean"}},
+                "required": ["kind", "indoor"], "additionalProperties": False},
         "mood": {"type": "string", "enum": ["happy", "sad"]},
         "tags": {"type": "array", "items": {"type": "string", "maxLength": 10}, "maxItems": 3},
     },
-    "required": ["name", "age", "mood", "tags"],
+    "required": ["name", "age", "mood", "tags", "pet"],
     "additionalProperties": False,
 }
 
@@ -314,12 +338,27 @@ def test_json_schema(smol, client, stream):
     check_schema(json.loads(text), SCHEMA)
 
 
+def test_json_schema_unsupported_keyword_is_400(smol, client):
+    """Keywords the constrained decoder cannot enforce (minimum/maximum) are refused, not ignored."""
+    s = {"type": "object", "properties": {"age": {"type": "integer", "minimum": 0, "maximum": 150}}, "required": ["age"]}
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(**chat_args(smol, response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": s}}))
+
+
 def test_json_object(smol, client):
-    r = client.chat.completions.create(**chat_args(smol, max_tokens=80, temperature=0.5, seed=2,
-                                                    response_format={"type": "json_object"},
-                                                    messages=[{"role": "user", "content": "Give me a JSON object about a cat."}]))
-    assert r.choices[0].finish_reason == "stop", r.choices[0].message.content
-    assert isinstance(json.loads(r.choices[0].message.content), dict)
+    # json_object constrains to a JSON object but not its size: a prompt the model answers
+    # briefly (with an open-ended one SmolLM2 nests objects until max_tokens).
+    for stream in [False, True]:
+        a = chat_args(smol, max_tokens=150, temperature=0.5, seed=2, response_format={"type": "json_object"},
+                      messages=[{"role": "user", "content": "Give me a JSON object with a cat's name and age."}])
+        if stream:
+            text, _, finish, _, _ = stream_chat(client, **a)
+            text, finish = text[0], finish[0]
+        else:
+            r = client.chat.completions.create(**a)
+            text, finish = r.choices[0].message.content, r.choices[0].finish_reason
+        assert finish == "stop", text
+        assert isinstance(json.loads(text), dict)
 
 
 # ---------------------------------------------------------------- reasoning (DeepSeek fixture)
