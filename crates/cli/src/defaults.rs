@@ -68,6 +68,7 @@ impl ModelSampling {
             top_k: top_k.or(self.top_k).unwrap_or(0),
             top_p: top_p.or(self.top_p).unwrap_or(1.0),
             seed,
+            ..SamplingParams::default()
         }
     }
 }

@@ -6,6 +6,7 @@ mod conversation;
 mod defaults;
 mod fetch;
 mod inspect;
+mod serve;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
@@ -43,6 +44,8 @@ enum Command {
     /// Measure prompt processing (pp) and generation (tg) tokens/s, like llama-bench, with
     /// the memory bandwidth and the fraction of the decode bound reached.
     Bench(bench::BenchArgs),
+    /// Serve the model over an OpenAI-compatible HTTP API (chat, completions, streaming).
+    Serve(serve::ServeArgs),
     /// Show a model's architecture, hyperparameters, parameter counts and tensor types.
     Inspect(InspectArgs),
 }
@@ -250,6 +253,7 @@ fn main() {
         Command::Chat(a) => chat::chat(a),
         Command::Run(a) => run(a),
         Command::Score(a) => score(a),
+        Command::Serve(a) => serve::serve(a),
         Command::Inspect(a) => inspect::inspect(&a.path, a.json).context("inspect"),
     };
     if let Err(e) = result {

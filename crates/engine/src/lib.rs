@@ -1,9 +1,13 @@
 //! Sessions over a model: the KV cache, prefill and decode steps, sampling and scoring.
-//! (Batching, the prefix cache and speculative decoding come later and live here too.)
+//! The batching scheduler and its prefix cache ([`scheduler`]); speculative decoding comes
+//! later and lives here too.
 
+pub mod constrain;
 pub mod reasoning;
 pub mod sampler;
+pub mod scheduler;
 pub mod session;
+pub mod toolcalls;
 
 pub use sampler::{Sampler, SamplingParams};
 pub use session::{Session, StopReason};

@@ -16,7 +16,7 @@
 
 use super::layers::{add_in_place, attention, embed, FeedForward, Ffn, Linear, Moe, RmsNorm};
 use super::rope::{yarn_mscale, Rope};
-use super::{Architecture, Logits};
+use super::{Architecture, BatchItem, BatchRows, Logits};
 use crate::error::{ModelError, Result};
 use crate::kv::KvCache;
 use crate::load::LoadedModel;
@@ -221,14 +221,15 @@ impl Deepseek2 {
     }
 
     /// Absorbed MLA: the key up-projection folded into the queries, attention over the latent
-    /// cache, the value up-projection after it. `q` is `[t, nh * qd]` (roped), `cache_k` the
-    /// layer's `[n_pos, lora + rope]` cache. Returns `[t, nh * vd]`.
+    /// cache, the value up-projection after it. `q` is `[T, nh * qd]` (roped) for the rows of
+    /// a whole batch; each segment names a sequence's rows in it and that sequence's layer
+    /// cache `[n_pos, lora + rope]` (new tokens last). The projections run once over all the
+    /// segments' rows. Returns `[Σ t, nh * vd]`, the segments' rows in order.
     fn attend_absorbed(
         &self,
         block: &Block,
         q: &[f32],
-        t: usize,
-        cache_k: &[f32],
+        segs: &[AbsorbSeg<'_>],
     ) -> Result<Vec<f32>> {
         let Dims {
             nh,
@@ -239,13 +240,14 @@ impl Deepseek2 {
             qd,
             kw,
         } = self.dims();
-        let n_pos = cache_k.len() / kw;
+        let t: usize = segs.iter().map(|s| s.rows.len()).sum();
         // Absorb the key up-projection into the queries: per head, [t, nope] → [t, lora];
         // all heads in one parallel region.
         let q_nope: Vec<Vec<f32>> = (0..nh)
             .map(|head| {
-                (0..t)
-                    .flat_map(|ti| q[(ti * nh + head) * qd..][..nope].iter().copied())
+                segs.iter()
+                    .flat_map(|s| s.rows.clone())
+                    .flat_map(|row| q[(row * nh + head) * qd..][..nope].iter().copied())
                     .collect()
             })
             .collect();
@@ -256,25 +258,31 @@ impl Deepseek2 {
             .map(|(l, x)| (l, x.as_slice()))
             .collect();
         let q_abs = Linear::forward_many(&jobs)?; // nh x [t, lora]
-                                                  // Attention over the latent cache, heads in parallel: Σ_p a_p c_p, [t, lora].
+                                                  // Attention over each latent cache, heads in parallel: Σ_p a_p c_p, [t, lora].
         let latents: Vec<Vec<f32>> = q_abs
             .par_iter()
             .enumerate()
             .map(|(head, q_abs)| {
                 let mut latent = vec![0f32; t * lora];
-                let mut scores = vec![0f32; n_pos];
-                for ti in 0..t {
-                    let visible = n_pos - t + ti + 1;
-                    let qa = &q_abs[ti * lora..(ti + 1) * lora];
-                    let qr = &q[(ti * nh + head) * qd + nope..][..rd];
-                    for (p, s) in scores[..visible].iter_mut().enumerate() {
-                        let c = &cache_k[p * kw..(p + 1) * kw];
-                        *s = (dot(qa, &c[..lora]) + dot(qr, &c[lora..])) * self.scale;
-                    }
-                    softmax(&mut scores[..visible]);
-                    let out = &mut latent[ti * lora..(ti + 1) * lora];
-                    for (p, &w) in scores[..visible].iter().enumerate() {
-                        axpy(out, w, &cache_k[p * kw..p * kw + lora]);
+                let max_pos = segs.iter().map(|s| s.cache_k.len() / kw).max();
+                let mut scores = vec![0f32; max_pos.unwrap_or(0)];
+                let mut i = 0; // row within the segments
+                for s in segs {
+                    let (n_pos, st) = (s.cache_k.len() / kw, s.rows.len());
+                    for (ti, row) in s.rows.clone().enumerate() {
+                        let visible = n_pos - st + ti + 1;
+                        let qa = &q_abs[i * lora..(i + 1) * lora];
+                        let qr = &q[(row * nh + head) * qd + nope..][..rd];
+                        for (p, sc) in scores[..visible].iter_mut().enumerate() {
+                            let c = &s.cache_k[p * kw..(p + 1) * kw];
+                            *sc = (dot(qa, &c[..lora]) + dot(qr, &c[lora..])) * self.scale;
+                        }
+                        softmax(&mut scores[..visible]);
+                        let out = &mut latent[i * lora..(i + 1) * lora];
+                        for (p, &w) in scores[..visible].iter().enumerate() {
+                            axpy(out, w, &s.cache_k[p * kw..p * kw + lora]);
+                        }
+                        i += 1;
                     }
                 }
                 latent
@@ -367,6 +375,18 @@ impl Architecture for Deepseek2 {
     fn forward(&self, tokens: &[u32], cache: &mut KvCache, logits: Logits) -> Result<Vec<f32>> {
         self.forward_in(tokens, cache, logits, MlaForm::Auto)
     }
+
+    fn forward_batch(&self, items: &mut [BatchItem<'_>]) -> Result<Vec<Vec<f32>>> {
+        self.forward_batch_in(items, MlaForm::Auto)
+    }
+}
+
+/// One sequence's part of a batched absorbed attention ([`Deepseek2::attend_absorbed`]).
+struct AbsorbSeg<'a> {
+    /// Its rows in the batch's stacked queries.
+    rows: std::ops::Range<usize>,
+    /// Its layer cache, the new tokens last.
+    cache_k: &'a [f32],
 }
 
 impl Deepseek2 {
@@ -378,21 +398,41 @@ impl Deepseek2 {
         logits: Logits,
         form: MlaForm,
     ) -> Result<Vec<f32>> {
+        let mut items = [BatchItem {
+            tokens,
+            cache,
+            logits,
+        }];
+        Ok(self
+            .forward_batch_in(&mut items, form)?
+            .pop()
+            .unwrap_or_default())
+    }
+
+    /// [`Architecture::forward_batch`] with the MLA form chosen by `form`: every projection
+    /// and feed-forward once over the stacked rows of all sequences (`T` rows); rope, the
+    /// cache append and attention per sequence (the absorbed form's per-head projections
+    /// also run once over the rows of every sequence that takes it).
+    fn forward_batch_in(
+        &self,
+        items: &mut [BatchItem<'_>],
+        form: MlaForm,
+    ) -> Result<Vec<Vec<f32>>> {
         let hp = &self.spec.hparams;
         let (d, nh) = (hp.hidden, hp.n_heads);
         let MlaParams {
             qk_nope_dim: nope,
             qk_rope_dim: rd,
             kv_lora_rank: lora,
+            v_head_dim: vd,
             ..
         } = self.mla;
         let (qd, kw) = (nope + rd, lora + rd);
-        let t = tokens.len();
-        let pos0 = cache.len;
-        super::check_context(pos0 + t, hp.context_length)?;
-        let mut x = embed(&self.token_embd, tokens, d)?; // [t, d]
-        for (block, kv) in self.blocks.iter().zip(cache.layers.iter_mut()) {
-            let h = block.attn_norm.forward(&x); // [t, d]
+        let rows = BatchRows::of(items, self.blocks.len(), hp.context_length)?;
+        let total = rows.tokens.len();
+        let mut x = embed(&self.token_embd, &rows.tokens, d)?; // [T, d]
+        for (l, block) in self.blocks.iter().enumerate() {
+            let h = block.attn_norm.forward(&x); // [T, d]
 
             // The query's first projection and the KV compression read the same input.
             let q_in = match &block.q {
@@ -400,47 +440,80 @@ impl Deepseek2 {
                 QueryProj::LowRank { a, .. } => a,
             };
             let mut proj = Linear::forward_many(&[(q_in, &h), (&block.kv_a, &h)])?;
-            let mut ckv = proj.pop().unwrap_or_default(); // [t, lora + rd]
+            let mut ckv = proj.pop().unwrap_or_default(); // [T, lora + rd]
             let q0 = proj.pop().unwrap_or_default();
             let mut q = match &block.q {
-                QueryProj::Direct(_) => q0, // [t, nh * qd]
+                QueryProj::Direct(_) => q0, // [T, nh * qd]
                 QueryProj::LowRank { norm, b, .. } => {
-                    let mut c = q0; // [t, q_lora]
+                    let mut c = q0; // [T, q_lora]
                     norm.apply(&mut c);
-                    b.forward(&c, t)? // [t, nh * qd]
+                    b.forward(&c, total)? // [T, nh * qd]
                 }
             };
-            for ti in 0..t {
-                let row = &mut ckv[ti * kw..(ti + 1) * kw];
-                block.kv_a_norm.apply(&mut row[..lora]); // latent c_kv
-                self.rope.apply(&mut row[lora..], 1, rd, 0, pos0 + ti); // shared rope key
-                self.rope.apply(
-                    &mut q[ti * nh * qd..(ti + 1) * nh * qd],
-                    nh,
-                    qd,
-                    nope,
-                    pos0 + ti,
-                );
+            // Per sequence: positions and the cache append; then which form it attends in.
+            let mut expand = Vec::with_capacity(items.len());
+            for (i, it) in items.iter_mut().enumerate() {
+                let r = rows.range(i);
+                let pos0 = it.cache.len;
+                for (ti, row) in r.clone().enumerate() {
+                    let c = &mut ckv[row * kw..(row + 1) * kw];
+                    block.kv_a_norm.apply(&mut c[..lora]); // latent c_kv
+                    self.rope.apply(&mut c[lora..], 1, rd, 0, pos0 + ti); // shared rope key
+                    self.rope.apply(
+                        &mut q[row * nh * qd..(row + 1) * nh * qd],
+                        nh,
+                        qd,
+                        nope,
+                        pos0 + ti,
+                    );
+                }
+                let kv = &mut it.cache.layers[l];
+                kv.k.extend_from_slice(&ckv[r.start * kw..r.end * kw]);
+                expand.push(match form {
+                    MlaForm::Auto => self.expand_is_cheaper(r.len(), kv.k.len() / kw),
+                    MlaForm::Absorbed => false,
+                    MlaForm::Expanded => true,
+                });
             }
-            kv.k.extend_from_slice(&ckv);
-            let expand = match form {
-                MlaForm::Auto => self.expand_is_cheaper(t, kv.k.len() / kw),
-                MlaForm::Absorbed => false,
-                MlaForm::Expanded => true,
-            };
-            let attn = if expand {
-                self.attend_expanded(block, &q, t, &kv.k)?
-            } else {
-                self.attend_absorbed(block, &q, t, &kv.k)?
-            }; // [t, nh * vd]
-            add_in_place(&mut x, &block.wo.forward(&attn, t)?);
+            let w = nh * vd;
+            let mut attn = vec![0f32; total * w]; // [T, nh * vd]
+            let mut segs = Vec::new();
+            for (i, it) in items.iter().enumerate() {
+                let r = rows.range(i);
+                let cache_k = &it.cache.layers[l].k;
+                if expand[i] {
+                    let a = self.attend_expanded(
+                        block,
+                        &q[r.start * nh * qd..r.end * nh * qd],
+                        r.len(),
+                        cache_k,
+                    )?;
+                    attn[r.start * w..r.end * w].copy_from_slice(&a);
+                } else {
+                    segs.push(AbsorbSeg { rows: r, cache_k });
+                }
+            }
+            if !segs.is_empty() {
+                let a = self.attend_absorbed(block, &q, &segs)?; // [Σ t, nh * vd]
+                if segs.len() == items.len() {
+                    attn = a; // every row, in order
+                } else {
+                    let mut at = 0;
+                    for s in &segs {
+                        let n = s.rows.len() * w;
+                        attn[s.rows.start * w..s.rows.end * w].copy_from_slice(&a[at..at + n]);
+                        at += n;
+                    }
+                }
+            }
+            add_in_place(&mut x, &block.wo.forward(&attn, total)?);
             let h = block.ffn_norm.forward(&x);
-            add_in_place(&mut x, &block.ffn.forward(&h, t, d)?);
+            add_in_place(&mut x, &block.ffn.forward(&h, total, d)?);
         }
-        cache.len += t;
-        let (mut x, rows) = logits.select(x, t, d);
-        self.output_norm.apply(&mut x);
-        self.output.forward(&x, rows) // [rows, vocab]
+        for it in items.iter_mut() {
+            it.cache.len += it.tokens.len();
+        }
+        rows.logits(items, x, d, &self.output_norm, &self.output) // per item [rows, vocab]
     }
 }
 

@@ -131,16 +131,56 @@ pub fn attention(
     v_dim: usize,
     scale: f32,
 ) -> Vec<f32> {
-    let n_pos = keys.len() / (n_kv * qk_dim);
-    let past = n_pos - t;
+    debug_assert_eq!(q.len(), t * n_heads * qk_dim);
+    attention_many(
+        &[AttnSeq { q, keys, values }],
+        n_heads,
+        n_kv,
+        qk_dim,
+        v_dim,
+        scale,
+    )
+}
+
+/// One sequence's queries and cache in [`attention_many`].
+pub struct AttnSeq<'a> {
+    /// `[t, n_heads * qk_dim]`: the sequence's new tokens.
+    pub q: &'a [f32],
+    /// `[n_pos, n_kv * qk_dim]`, the new tokens last.
+    pub keys: &'a [f32],
+    /// `[n_pos, n_kv * v_dim]`.
+    pub values: &'a [f32],
+}
+
+/// [`attention`] for several sequences, each against its own cache, in one parallel region.
+/// Returns the sequences' outputs stacked: `[Σ t, n_heads * v_dim]`.
+pub fn attention_many(
+    seqs: &[AttnSeq<'_>],
+    n_heads: usize,
+    n_kv: usize,
+    qk_dim: usize,
+    v_dim: usize,
+    scale: f32,
+) -> Vec<f32> {
+    // Every output row as (sequence, token within it).
+    let mut rows = Vec::new();
+    let mut max_pos = 0;
+    for (si, s) in seqs.iter().enumerate() {
+        let t = s.q.len() / (n_heads * qk_dim);
+        max_pos = max_pos.max(s.keys.len() / (n_kv * qk_dim));
+        rows.extend((0..t).map(|ti| (si, ti)));
+    }
     let group = n_heads / n_kv;
-    let mut out = vec![0f32; t * n_heads * v_dim];
+    let mut out = vec![0f32; rows.len() * n_heads * v_dim];
     // One task per (token, head): its output row `[v_dim]`.
     out.par_chunks_mut(v_dim).enumerate().for_each_init(
-        || vec![0f32; n_pos],
+        || vec![0f32; max_pos],
         |scores, (i, o)| {
-            let (ti, h) = (i / n_heads, i % n_heads);
-            let visible = past + ti + 1;
+            let ((si, ti), h) = (rows[i / n_heads], i % n_heads);
+            let AttnSeq { q, keys, values } = seqs[si];
+            let t = q.len() / (n_heads * qk_dim);
+            let n_pos = keys.len() / (n_kv * qk_dim);
+            let visible = n_pos - t + ti + 1;
             let kvh = h / group;
             let qh = &q[(ti * n_heads + h) * qk_dim..][..qk_dim];
             for (p, s) in scores[..visible].iter_mut().enumerate() {

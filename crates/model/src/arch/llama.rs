@@ -7,9 +7,11 @@
 //! - Qwen3-MoE: RMS norm on each query and key head before rope; routed experts.
 //! - Mixtral: routed experts (softmax top-k, renormalised).
 
-use super::layers::{add_in_place, attention, embed, FeedForward, Ffn, Linear, Moe, RmsNorm};
+use super::layers::{
+    add_in_place, attention_many, embed, AttnSeq, FeedForward, Ffn, Linear, Moe, RmsNorm,
+};
 use super::rope::Rope;
-use super::{Architecture, Logits};
+use super::{Architecture, BatchItem, BatchRows, Logits};
 use crate::error::{ModelError, Result};
 use crate::kv::KvCache;
 use crate::load::LoadedModel;
@@ -164,52 +166,72 @@ impl Architecture for Llama {
     }
 
     fn forward(&self, tokens: &[u32], cache: &mut KvCache, logits: Logits) -> Result<Vec<f32>> {
+        let mut items = [BatchItem {
+            tokens,
+            cache,
+            logits,
+        }];
+        Ok(self.forward_batch(&mut items)?.pop().unwrap_or_default())
+    }
+
+    /// Every projection and feed-forward runs once over the stacked rows of all sequences
+    /// (`T` = their tokens together); rope, the cache append and attention per sequence.
+    fn forward_batch(&self, items: &mut [BatchItem<'_>]) -> Result<Vec<Vec<f32>>> {
         let hp = &self.spec.hparams;
         let (d, hd, nh, nkv) = (hp.hidden, hp.head_dim, hp.n_heads, hp.n_kv_heads);
-        let t = tokens.len();
-        let pos0 = cache.len;
-        super::check_context(pos0 + t, hp.context_length)?;
-        let mut x = embed(&self.token_embd, tokens, d)?; // [t, d]
-        for (block, kv) in self.blocks.iter().zip(cache.layers.iter_mut()) {
-            let h = block.attn_norm.forward(&x); // [t, d]
+        let (qw, kvw) = (nh * hd, nkv * hd);
+        let rows = BatchRows::of(items, self.blocks.len(), hp.context_length)?;
+        let total = rows.tokens.len();
+        let mut x = embed(&self.token_embd, &rows.tokens, d)?; // [T, d]
+        for (l, block) in self.blocks.iter().enumerate() {
+            let h = block.attn_norm.forward(&x); // [T, d]
             let mut qkv =
                 Linear::forward_many(&[(&block.wq, &h), (&block.wk, &h), (&block.wv, &h)])?
                     .into_iter();
             let (mut q, mut k, v) = match (qkv.next(), qkv.next(), qkv.next()) {
-                (Some(q), Some(k), Some(v)) => (q, k, v), // [t, nh * hd], [t, nkv * hd] x2
+                (Some(q), Some(k), Some(v)) => (q, k, v), // [T, nh * hd], [T, nkv * hd] x2
                 _ => unreachable!("three projections in, three out"),
             };
             if let (Some(qn), Some(kn)) = (&block.q_norm, &block.k_norm) {
                 qn.apply(&mut q); // per head: rows of hd
                 kn.apply(&mut k);
             }
-            for ti in 0..t {
-                self.rope.apply(
-                    &mut q[ti * nh * hd..(ti + 1) * nh * hd],
-                    nh,
-                    hd,
-                    0,
-                    pos0 + ti,
-                );
-                self.rope.apply(
-                    &mut k[ti * nkv * hd..(ti + 1) * nkv * hd],
-                    nkv,
-                    hd,
-                    0,
-                    pos0 + ti,
-                );
+            for (i, it) in items.iter_mut().enumerate() {
+                let r = rows.range(i);
+                let pos0 = it.cache.len;
+                for (ti, row) in r.clone().enumerate() {
+                    let pos = pos0 + ti;
+                    self.rope
+                        .apply(&mut q[row * qw..(row + 1) * qw], nh, hd, 0, pos);
+                    self.rope
+                        .apply(&mut k[row * kvw..(row + 1) * kvw], nkv, hd, 0, pos);
+                }
+                let kv = &mut it.cache.layers[l];
+                kv.k.extend_from_slice(&k[r.start * kvw..r.end * kvw]);
+                kv.v.extend_from_slice(&v[r.start * kvw..r.end * kvw]);
             }
-            kv.k.extend_from_slice(&k);
-            kv.v.extend_from_slice(&v);
+            let seqs: Vec<AttnSeq<'_>> = items
+                .iter()
+                .enumerate()
+                .map(|(i, it)| {
+                    let r = rows.range(i);
+                    let kv = &it.cache.layers[l];
+                    AttnSeq {
+                        q: &q[r.start * qw..r.end * qw],
+                        keys: &kv.k,
+                        values: &kv.v,
+                    }
+                })
+                .collect();
             let scale = 1.0 / (hd as f32).sqrt();
-            let a = attention(&q, t, &kv.k, &kv.v, nh, nkv, hd, hd, scale); // [t, nh * hd]
-            add_in_place(&mut x, &block.wo.forward(&a, t)?);
+            let a = attention_many(&seqs, nh, nkv, hd, hd, scale); // [T, nh * hd]
+            add_in_place(&mut x, &block.wo.forward(&a, total)?);
             let h = block.ffn_norm.forward(&x);
-            add_in_place(&mut x, &block.ffn.forward(&h, t, d)?);
+            add_in_place(&mut x, &block.ffn.forward(&h, total, d)?);
         }
-        cache.len += t;
-        let (mut x, rows) = logits.select(x, t, d);
-        self.output_norm.apply(&mut x);
-        self.output.forward(&x, rows) // [rows, vocab]
+        for it in items.iter_mut() {
+            it.cache.len += it.tokens.len();
+        }
+        rows.logits(items, x, d, &self.output_norm, &self.output) // per item [rows, vocab]
     }
 }

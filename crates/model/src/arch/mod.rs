@@ -27,9 +27,115 @@ pub trait Architecture: Send + Sync {
     /// truncate it back to its previous length.
     fn forward(&self, tokens: &[u32], cache: &mut KvCache, logits: Logits) -> Result<Vec<f32>>;
 
+    /// Several sequences in one pass, each with its own tokens, cache and logits choice
+    /// (e.g. one prefill chunk and several decode steps). Returns each item's logits, as
+    /// [`Architecture::forward`] would for it alone (up to float rounding: the stacked rows
+    /// may take another matmul kernel). Architectures override it to run every weight once
+    /// over the rows of all sequences; positions, attention and the cache append stay per
+    /// sequence. On error any cache may hold a partial step: callers truncate them back.
+    fn forward_batch(&self, items: &mut [BatchItem<'_>]) -> Result<Vec<Vec<f32>>> {
+        items
+            .iter_mut()
+            .map(|it| self.forward(it.tokens, it.cache, it.logits))
+            .collect()
+    }
+
     /// An empty cache shaped for this model.
     fn new_cache(&self) -> KvCache {
         KvCache::new(&self.kv_widths())
+    }
+}
+
+/// One sequence's part of a [`Architecture::forward_batch`] call.
+#[derive(Debug)]
+pub struct BatchItem<'a> {
+    /// New tokens, run at positions `cache.len ..`.
+    pub tokens: &'a [u32],
+    pub cache: &'a mut KvCache,
+    pub logits: Logits,
+}
+
+/// Where each item's rows start in the stacked `[total, hidden]` activations of a batch.
+pub(crate) struct BatchRows {
+    pub start: Vec<usize>,
+    pub tokens: Vec<u32>,
+}
+
+impl BatchRows {
+    /// Check every item (context, cache shape, a row to take logits from) before anything
+    /// changes, and stack their tokens.
+    pub(crate) fn of(items: &[BatchItem<'_>], n_layers: usize, context: usize) -> Result<Self> {
+        let mut start = Vec::with_capacity(items.len());
+        let mut tokens = Vec::new();
+        for it in items {
+            check_context(it.cache.len + it.tokens.len(), context)?;
+            if it.cache.layers.len() != n_layers {
+                return Err(ModelError::Invalid(format!(
+                    "a cache of {} layers for a model of {n_layers}",
+                    it.cache.layers.len()
+                )));
+            }
+            if it.tokens.is_empty() && it.logits == Logits::Last {
+                return Err(ModelError::Invalid(
+                    "the last token's logits of no tokens".into(),
+                ));
+            }
+            start.push(tokens.len());
+            tokens.extend_from_slice(it.tokens);
+        }
+        Ok(BatchRows { start, tokens })
+    }
+
+    /// Item `i`'s rows `[first, end)`.
+    pub(crate) fn range(&self, i: usize) -> std::ops::Range<usize> {
+        let end = self.start.get(i + 1).copied().unwrap_or(self.tokens.len());
+        self.start[i]..end
+    }
+
+    /// The final hidden state `x` (`[total, d]`) to logits: each item's selected rows
+    /// (all, or its last) normalised and projected in one matmul, then split per item.
+    pub(crate) fn logits(
+        &self,
+        items: &[BatchItem<'_>],
+        x: Vec<f32>,
+        d: usize,
+        norm: &layers::RmsNorm,
+        output: &layers::Linear,
+    ) -> Result<Vec<Vec<f32>>> {
+        let mut counts = Vec::with_capacity(items.len());
+        let mut sel = if items.len() == 1 {
+            // One sequence: its rows as they are (no copy for `All`).
+            let r = self.range(0);
+            let (sel, n) = items[0].logits.select(x, r.len(), d);
+            counts.push(n);
+            sel
+        } else {
+            let mut sel = Vec::new();
+            for (i, it) in items.iter().enumerate() {
+                let r = self.range(i);
+                let rows = match it.logits {
+                    Logits::All => r,
+                    Logits::Last => r.end - 1..r.end,
+                };
+                counts.push(rows.len());
+                sel.extend_from_slice(&x[rows.start * d..rows.end * d]);
+            }
+            sel
+        };
+        norm.apply(&mut sel);
+        let total: usize = counts.iter().sum();
+        let all = output.forward(&sel, total)?; // [total, vocab]
+        if counts.len() == 1 {
+            return Ok(vec![all]);
+        }
+        let vocab = output.out;
+        let mut out = Vec::with_capacity(items.len());
+        let mut at = 0;
+        for n in counts {
+            out.push(all[at * vocab..(at + n) * vocab].to_vec());
+            at += n;
+        }
+        Ok(out)
     }
 }
 
