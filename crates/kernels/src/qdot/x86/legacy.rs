@@ -58,23 +58,23 @@ pub fn install(t: &mut DotTable, isa: Isa) {
 
 /// Little-endian integers at `p` (unaligned).
 #[inline(always)]
-unsafe fn rd16(p: *const u8) -> i16 {
+pub(super) unsafe fn rd16(p: *const u8) -> i16 {
     i16::from_le(read_unaligned(p as *const i16))
 }
 
 #[inline(always)]
-unsafe fn rd32(p: *const u8) -> i32 {
+pub(super) unsafe fn rd32(p: *const u8) -> i32 {
     i32::from_le(read_unaligned(p as *const i32))
 }
 
 #[inline(always)]
-unsafe fn rd64(p: *const u8) -> i64 {
+pub(super) unsafe fn rd64(p: *const u8) -> i64 {
     read_unaligned(p as *const i64)
 }
 
 /// Prefetch the `bytes` bytes starting [`PF`] past `p`, one request per cache line.
 #[inline(always)]
-unsafe fn prefetch(p: *const u8, bytes: usize) {
+pub(super) unsafe fn prefetch(p: *const u8, bytes: usize) {
     let mut o = 0;
     while o < bytes {
         _mm_prefetch(p.wrapping_add(PF + o) as *const i8, _MM_HINT_T0);
@@ -85,7 +85,7 @@ unsafe fn prefetch(p: *const u8, bytes: usize) {
 /// `d_w · d_a` of one block in all 8 lanes (`d` the f16 at `p`).
 #[inline]
 #[target_feature(enable = "avx2,f16c")]
-unsafe fn scale1(p: *const u8, da: f32) -> __m256 {
+pub(super) unsafe fn scale1(p: *const u8, da: f32) -> __m256 {
     let d = _mm_cvtph_ps(_mm_cvtsi32_si128(rd16(p) as i32));
     _mm256_broadcastss_ps(_mm_mul_ss(d, _mm_set_ss(da)))
 }
@@ -93,14 +93,14 @@ unsafe fn scale1(p: *const u8, da: f32) -> __m256 {
 /// `m_w · s_a` of one block (`m` the f16 at `p`).
 #[inline]
 #[target_feature(enable = "avx2,f16c")]
-unsafe fn min1(p: *const u8, sa: f32) -> f32 {
+pub(super) unsafe fn min1(p: *const u8, sa: f32) -> f32 {
     _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(rd16(p) as i32))) * sa
 }
 
 /// Sum of the 8 lanes.
 #[inline]
 #[target_feature(enable = "avx2")]
-unsafe fn hsum(v: __m256) -> f32 {
+pub(super) unsafe fn hsum(v: __m256) -> f32 {
     let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     _mm_cvtss_f32(_mm_add_ss(s, _mm_shuffle_ps(s, s, 1)))
@@ -109,7 +109,7 @@ unsafe fn hsum(v: __m256) -> f32 {
 /// Sum of the 4 lanes.
 #[inline]
 #[target_feature(enable = "avx2")]
-unsafe fn hsum128(s: __m128) -> f32 {
+pub(super) unsafe fn hsum128(s: __m128) -> f32 {
     let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     _mm_cvtss_f32(_mm_add_ss(s, _mm_shuffle_ps(s, s, 1)))
 }
@@ -122,7 +122,7 @@ unsafe fn hsum128(s: __m128) -> f32 {
 /// its high nibble element j + 16. A broadcast load and a per-half shift, no shuffle.
 #[inline]
 #[target_feature(enable = "avx2")]
-unsafe fn nibbles(p: *const u8) -> __m256i {
+pub(super) unsafe fn nibbles(p: *const u8) -> __m256i {
     let x = _mm256_broadcastsi128_si256(_mm_loadu_si128(p as *const __m128i));
     let x = _mm256_srlv_epi64(x, _mm256_set_epi64x(4, 4, 0, 0));
     _mm256_and_si256(x, _mm256_set1_epi8(0x0f))
@@ -131,7 +131,7 @@ unsafe fn nibbles(p: *const u8) -> __m256i {
 /// Bit j of the little-endian u32 at `p` as 0x10 in byte j (the fifth bit of Q5_*).
 #[inline]
 #[target_feature(enable = "avx2")]
-unsafe fn high_bits_avx2(p: *const u8) -> __m256i {
+pub(super) unsafe fn high_bits_avx2(p: *const u8) -> __m256i {
     // Byte j gets byte j/8 of the word; keep bit j%8 of it.
     let v = _mm256_shuffle_epi8(
         _mm256_set1_epi32(rd32(p)),
@@ -156,7 +156,7 @@ unsafe fn high_bits_vnni(p: *const u8) -> __m256i {
 
 /// The 32 activation quants at `y`.
 #[inline(always)]
-unsafe fn acts(y: *const i8) -> __m256i {
+pub(super) unsafe fn acts(y: *const i8) -> __m256i {
     _mm256_loadu_si256(y as *const __m256i)
 }
 
@@ -164,7 +164,7 @@ unsafe fn acts(y: *const i8) -> __m256i {
 /// pair sums cannot saturate).
 #[inline]
 #[target_feature(enable = "avx2")]
-unsafe fn dot_avx2(q: __m256i, y: __m256i) -> __m256i {
+pub(super) unsafe fn dot_avx2(q: __m256i, y: __m256i) -> __m256i {
     _mm256_madd_epi16(_mm256_maddubs_epi16(q, y), _mm256_set1_epi16(1))
 }
 

@@ -7,6 +7,8 @@ mod kquants;
 mod kquants_n;
 #[cfg(target_arch = "x86_64")]
 mod legacy;
+#[cfg(target_arch = "x86_64")]
+mod legacy_n;
 
 use super::{DotTable, Isa};
 
@@ -40,6 +42,7 @@ pub fn install(t: &mut DotTable, isa: Isa) {
     #[cfg(target_arch = "x86_64")]
     {
         legacy::install(t, isa);
+        legacy_n::install(t, isa);
         kquants::install(t, isa);
     }
 }

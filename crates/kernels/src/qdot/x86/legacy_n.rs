@@ -1,0 +1,283 @@
+//! Multi-row dot products of the 32-element block formats (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0) on
+//! AVX2: one weight row against `N` = 1..=4 activation rows per call (batched decode, and
+//! prefill on CPUs without the tiled AVX-512 kernel).
+//!
+//! Each weight block is unpacked once (nibbles, the fifth bits of Q5_*) and its f16 scales
+//! converted once per group of four blocks; then only the multiplies and one FMA per block
+//! are paid per activation row. The offset formats (Q4_0's 8, Q5_0's 16) and Q8_0 become
+//! signed weights `w`, multiplied as `|w|` times the activations carrying the sign of `w`
+//! (one `sign` per row instead of a second `maddubs`); Q4_1 / Q5_1 keep their unsigned quants
+//! and add `m_w · s_a` per block. The integer sums are exact, so the results differ from the
+//! single-row kernels in [`super::legacy`] only in the order f32 terms are added.
+//!
+//! `a` holds the rows back to back, `a.len() / out.len()` blocks each; `out[r]` gets the dot
+//! with row `r`.
+
+use super::kquants::check_row;
+use super::legacy::{
+    acts, dot_avx2, high_bits_avx2, hsum, hsum128, min1, nibbles, prefetch, rd16, rd32, rd64,
+    scale1,
+};
+use crate::qdot::{BlockQ8_0x, BlockQ8_1x, DotTable, Isa};
+use crate::quants::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0};
+use std::arch::x86_64::*;
+use std::mem::{offset_of, size_of};
+
+/// Fill the multi-row legacy-format entries of `t` for `isa`. AVX-512 keeps its single-row
+/// kernels (two blocks per register), which measured faster than 256-bit multi-row ones there.
+pub fn install(t: &mut DotTable, isa: Isa) {
+    if let Isa::Avx2 = isa {
+        t.n.q4_0 = Some(q4_0_avx2_rows);
+        t.n.q5_0 = Some(q5_0_avx2_rows);
+        t.n.q8_0 = Some(q8_0_avx2_rows);
+        t.n.q4_1 = Some(q4_1_avx2_rows);
+        t.n.q5_1 = Some(q5_1_avx2_rows);
+    }
+}
+
+// Per format: the block at `b` as bytes ready for `maddubs`. Signed formats give `w` (the
+// caller takes `|w|` once and moves the sign onto each row's activations); the `_1` formats
+// give their unsigned quants.
+
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn q4_0_w(b: *const u8) -> __m256i {
+    _mm256_sub_epi8(
+        nibbles(b.add(offset_of!(BlockQ4_0, qs))),
+        _mm256_set1_epi8(8),
+    )
+}
+
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn q5_0_w(b: *const u8) -> __m256i {
+    let q = _mm256_or_si256(
+        nibbles(b.add(offset_of!(BlockQ5_0, qs))),
+        high_bits_avx2(b.add(offset_of!(BlockQ5_0, qh))),
+    );
+    _mm256_sub_epi8(q, _mm256_set1_epi8(16))
+}
+
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn q8_0_w(b: *const u8) -> __m256i {
+    _mm256_loadu_si256(b.add(offset_of!(BlockQ8_0, qs)) as *const __m256i)
+}
+
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn q4_1_q(b: *const u8) -> __m256i {
+    nibbles(b.add(offset_of!(BlockQ4_1, qs)))
+}
+
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn q5_1_q(b: *const u8) -> __m256i {
+    _mm256_or_si256(
+        nibbles(b.add(offset_of!(BlockQ5_1, qs))),
+        high_bits_avx2(b.add(offset_of!(BlockQ5_1, qh))),
+    )
+}
+
+/// One format's multi-row kernel: `$unpack` gives a block's bytes, `$with_m` says whether the
+/// format is a `_1` one (unsigned quants, offsets `m` on Q8_1 activations) or a signed one.
+/// Blocks go in groups of four sharing their scale work, as in the single-row kernels: the
+/// four f16 `d` (and `m`) of the weights are converted once, multiplied with each row's four
+/// activation scales, and each block picks its product with a permute. The last `nb % 4`
+/// blocks take their scales one at a time.
+macro_rules! kernel_rows {
+    ($(#[$doc:meta])* $name:ident, $blk:ty, $act:ty, $unpack:ident, $with_m:tt) => {
+        $(#[$doc])*
+        #[target_feature(enable = "avx2,fma,f16c")]
+        unsafe fn $name(w: &[u8], a: &[$act], out: &mut [f32]) {
+            #[target_feature(enable = "avx2,fma,f16c")]
+            unsafe fn rows<const N: usize>(w: &[u8], a: &[$act], out: &mut [f32]) {
+                const S: usize = size_of::<$blk>();
+                assert!(
+                    out.len() == N && a.len().is_multiple_of(N),
+                    "{} activation blocks do not split into {} rows",
+                    a.len(),
+                    out.len()
+                );
+                let nb = a.len() / N;
+                check_row(w, S, nb);
+                let (wp, ap) = (w.as_ptr(), a.as_ptr());
+                let mut acc = [_mm256_setzero_ps(); N];
+                #[allow(unused_mut)]
+                let mut mins = [_mm256_setzero_ps(); N];
+                let mut i = 0;
+                while i + 4 <= nb {
+                    let b = wp.add(i * S);
+                    prefetch(b, 4 * S);
+                    let sc: [__m256; N] = kernel_rows!(@scales $with_m, b, ap, i, nb, S, mins, N);
+                    for k in 0..4 {
+                        let q = $unpack(b.add(k * S));
+                        let lane = kernel_rows!(@lane $with_m, k);
+                        kernel_rows!(@rows $with_m, q, ap, i + k, nb, sc, lane, acc, N);
+                    }
+                    i += 4;
+                }
+                #[allow(unused_mut)]
+                let mut tail = [0f32; N];
+                while i < nb {
+                    let b = wp.add(i * S);
+                    let q = $unpack(b);
+                    for r in 0..N {
+                        let y = &*ap.add(r * nb + i);
+                        let isum = kernel_rows!(@isum $with_m, q, acts(y.qs.as_ptr()));
+                        acc[r] = _mm256_fmadd_ps(scale1(b, y.d), _mm256_cvtepi32_ps(isum), acc[r]);
+                        kernel_rows!(@min1 $with_m, tail[r], b, y, $blk);
+                    }
+                    i += 1;
+                }
+                for r in 0..N {
+                    out[r] = hsum(acc[r]) + kernel_rows!(@mins $with_m, mins[r]) + tail[r];
+                }
+            }
+            match out.len() {
+                1 => rows::<1>(w, a, out),
+                2 => rows::<2>(w, a, out),
+                3 => rows::<3>(w, a, out),
+                4 => rows::<4>(w, a, out),
+                n => panic!("multi-row kernel called with {n} rows"),
+            }
+        }
+    };
+    // Per row, [d_w d_a] of blocks i..i+4 in lanes 0..3.
+    (@scales false, $b:ident, $ap:ident, $i:expr, $nb:ident, $s:ident, $mins:ident, $n:ident) => {{
+        let d = _mm_setr_epi16(
+            rd16($b),
+            rd16($b.add($s)),
+            rd16($b.add(2 * $s)),
+            rd16($b.add(3 * $s)),
+            0,
+            0,
+            0,
+            0,
+        );
+        let dw = _mm_cvtph_ps(d);
+        let mut sc = [_mm256_setzero_ps(); $n];
+        for (r, sc) in sc.iter_mut().enumerate() {
+            let y = $ap.add(r * $nb + $i);
+            let da = _mm_setr_ps((*y).d, (*y.add(1)).d, (*y.add(2)).d, (*y.add(3)).d);
+            *sc = _mm256_castps128_ps256(_mm_mul_ps(dw, da));
+        }
+        sc
+    }};
+    // Per row, [d_w d_a, m_w s_a] of blocks i..i+4 in lane pairs; the odd lanes add up in
+    // that row's `mins`.
+    (@scales true, $b:ident, $ap:ident, $i:expr, $nb:ident, $s:ident, $mins:ident, $n:ident) => {{
+        let dm = _mm256_cvtph_ps(_mm_setr_epi32(
+            rd32($b),
+            rd32($b.add($s)),
+            rd32($b.add(2 * $s)),
+            rd32($b.add(3 * $s)),
+        ));
+        let mut sc = [_mm256_setzero_ps(); $n];
+        for (r, sc) in sc.iter_mut().enumerate() {
+            let y = $ap.add(r * $nb + $i);
+            let ds = _mm256_castsi256_ps(_mm256_setr_epi64x(
+                rd64(y as *const u8),
+                rd64(y.add(1) as *const u8),
+                rd64(y.add(2) as *const u8),
+                rd64(y.add(3) as *const u8),
+            ));
+            let p = _mm256_mul_ps(dm, ds);
+            $mins[r] = _mm256_add_ps($mins[r], p);
+            *sc = p;
+        }
+        sc
+    }};
+    (@lane false, $k:ident) => {
+        _mm256_set1_epi32($k as i32)
+    };
+    (@lane true, $k:ident) => {
+        _mm256_set1_epi32(2 * $k as i32)
+    };
+    // Block `j` of every row into its accumulator.
+    (@rows false, $q:ident, $ap:ident, $j:expr, $nb:ident, $sc:ident, $lane:ident, $acc:ident, $n:ident) => {{
+        let aw = _mm256_abs_epi8($q);
+        for r in 0..$n {
+            let y = acts((*$ap.add(r * $nb + $j)).qs.as_ptr());
+            // |w| reaches 128 for Q8_0: madd the i16 products directly (as the single-row
+            // Q8_0 kernel does; |w| · |a| pairs stay below 2^15).
+            let isum = _mm256_madd_epi16(
+                _mm256_maddubs_epi16(aw, _mm256_sign_epi8(y, $q)),
+                _mm256_set1_epi16(1),
+            );
+            let s = _mm256_permutevar8x32_ps($sc[r], $lane);
+            $acc[r] = _mm256_fmadd_ps(s, _mm256_cvtepi32_ps(isum), $acc[r]);
+        }
+    }};
+    (@rows true, $q:ident, $ap:ident, $j:expr, $nb:ident, $sc:ident, $lane:ident, $acc:ident, $n:ident) => {{
+        for r in 0..$n {
+            let y = acts((*$ap.add(r * $nb + $j)).qs.as_ptr());
+            let isum = dot_avx2($q, y);
+            let s = _mm256_permutevar8x32_ps($sc[r], $lane);
+            $acc[r] = _mm256_fmadd_ps(s, _mm256_cvtepi32_ps(isum), $acc[r]);
+        }
+    }};
+    (@isum false, $q:ident, $y:expr) => {
+        _mm256_madd_epi16(
+            _mm256_maddubs_epi16(_mm256_abs_epi8($q), _mm256_sign_epi8($y, $q)),
+            _mm256_set1_epi16(1),
+        )
+    };
+    (@isum true, $q:ident, $y:expr) => {
+        dot_avx2($q, $y)
+    };
+    (@min1 false, $tail:expr, $b:ident, $y:ident, $blk:ty) => {};
+    (@min1 true, $tail:expr, $b:ident, $y:ident, $blk:ty) => {
+        $tail += min1($b.add(offset_of!($blk, m)), $y.s)
+    };
+    (@mins false, $mins:expr) => {{
+        let _ = $mins;
+        0f32
+    }};
+    (@mins true, $mins:expr) => {{
+        // Odd lanes: m_w s_a.
+        let m = _mm256_permutevar8x32_ps($mins, _mm256_setr_epi32(1, 3, 5, 7, 0, 0, 0, 0));
+        hsum128(_mm256_castps256_ps128(m))
+    }};
+}
+
+kernel_rows!(
+    /// Q4_0 × Q8_0, `N` rows: `w = q − 8` signed.
+    q4_0_avx2_rows,
+    BlockQ4_0,
+    BlockQ8_0x,
+    q4_0_w,
+    false
+);
+kernel_rows!(
+    /// Q5_0 × Q8_0, `N` rows: `w = q − 16` signed, the fifth bit from `qh`.
+    q5_0_avx2_rows,
+    BlockQ5_0,
+    BlockQ8_0x,
+    q5_0_w,
+    false
+);
+kernel_rows!(
+    /// Q8_0 × Q8_0, `N` rows.
+    q8_0_avx2_rows,
+    BlockQ8_0,
+    BlockQ8_0x,
+    q8_0_w,
+    false
+);
+kernel_rows!(
+    /// Q4_1 × Q8_1, `N` rows: unsigned nibbles plus `m_w · s_a`.
+    q4_1_avx2_rows,
+    BlockQ4_1,
+    BlockQ8_1x,
+    q4_1_q,
+    true
+);
+kernel_rows!(
+    /// Q5_1 × Q8_1, `N` rows: unsigned 5-bit quants plus `m_w · s_a`.
+    q5_1_avx2_rows,
+    BlockQ5_1,
+    BlockQ8_1x,
+    q5_1_q,
+    true
+);
