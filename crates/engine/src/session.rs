@@ -3,6 +3,7 @@
 use crate::sampler::Sampler;
 use crate::{EngineError, Result};
 use mixture_kernels::ops::log_softmax_at;
+use mixture_kernels::threads;
 use mixture_model::arch::{Architecture, Logits};
 use mixture_model::{KvCache, ModelError};
 
@@ -85,7 +86,8 @@ impl<'m> Session<'m> {
     fn feed_with(&mut self, ids: &[u32], logits: Logits) -> Result<Vec<f32>> {
         self.check_ids(ids)?;
         let before = self.cache.len;
-        match self.model.forward(ids, &mut self.cache, logits) {
+        let (model, cache) = (self.model, &mut self.cache);
+        match threads::in_pool(|| model.forward(ids, cache, logits)) {
             Ok(l) => Ok(l),
             Err(e) => {
                 self.cache.truncate(before);

@@ -108,6 +108,14 @@ fn read_prefetched(w: &[u8]) -> f64 {
 
 const PF_ROWS: usize = 2048;
 const PF_K: usize = 2048;
+
+/// The row length for `prefill`: its third argument, else [`PF_K`] (a multiple of 256).
+fn pf_k() -> usize {
+    std::env::args()
+        .nth(4)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(PF_K)
+}
 const PF_TOKENS: usize = 64;
 
 /// Seconds for (a) single-row dots per token or (b) `dot_rows`, over every row of `w`.
@@ -130,12 +138,13 @@ fn run_prefill(f: &RowDot, w: &[u8], rb: usize, tokens: usize, multi: bool) -> f
 
 fn prefill(rounds: usize, tokens: usize) {
     let mut rng = Rng(0x2545f4914f6cdd1d);
-    let x: Vec<f32> = (0..tokens * PF_K)
+    let x: Vec<f32> = (0..tokens * pf_k())
         .map(|_| (rng.next() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0)
         .collect();
     println!(
-        "single thread, {PF_ROWS} x {PF_K} weight against {tokens} tokens, \
-         M (token, row) dots/s, best of {rounds} rounds; tiled includes converting the rows"
+        "single thread, {PF_ROWS} x {} weight against {tokens} tokens, \
+         M (token, row) dots/s, best of {rounds} rounds; tiled includes converting the rows",
+        pf_k()
     );
     println!(
         "{:<8}{:>8}{:>12}{:>12}{:>12}{:>10}",
@@ -155,10 +164,13 @@ fn prefill(rounds: usize, tokens: usize) {
         DType::Q5_1,
         DType::Q8_0,
     ] {
-        let rb = t.row_bytes(PF_K).unwrap();
+        if !pf_k().is_multiple_of(t.block_size()) {
+            continue; // the K-quants need rows of 256
+        }
+        let rb = t.row_bytes(pf_k()).unwrap();
         let w = weight(t, PF_ROWS * rb, &mut rng);
-        let acts = QuantActs::for_weight(t, &x, PF_K).unwrap();
-        let f = RowDot::new(table, t, &acts, PF_K).unwrap();
+        let acts = QuantActs::for_weight(t, &x, pf_k()).unwrap();
+        let f = RowDot::new(table, t, &acts, pf_k()).unwrap();
         let (mut ta, mut tb, mut tc) = (f64::MAX, f64::MAX, f64::MAX);
         for _ in 0..rounds {
             ta = ta.min(run_prefill(&f, &w, rb, tokens, false));
@@ -179,9 +191,9 @@ fn prefill(rounds: usize, tokens: usize) {
 
 /// Seconds for every row against every token on the tiled kernel, 16 rows at a time.
 fn run_tiled(t: DType, w: &[u8], rb: usize, x: &[f32]) -> f64 {
-    let a = gemm::TiledActs::quantize(t, x, PF_K);
+    let a = gemm::TiledActs::quantize(t, x, pf_k());
     let mut scratch = gemm::Scratch::default();
-    let mut out = vec![0f32; x.len() / PF_K * PF_ROWS];
+    let mut out = vec![0f32; x.len() / pf_k() * PF_ROWS];
     let start = Instant::now();
     for r0 in (0..PF_ROWS).step_by(16) {
         let o = gemm::Out {
@@ -197,7 +209,7 @@ fn run_tiled(t: DType, w: &[u8], rb: usize, x: &[f32]) -> f64 {
                 rows,
                 rb,
                 16,
-                PF_K,
+                pf_k(),
                 &a,
                 &mut scratch,
                 o,

@@ -84,3 +84,15 @@ pub fn touch(data: &[u8]) -> u64 {
         .map(|c| c.iter().step_by(64).map(|&b| b as u64).sum::<u64>())
         .sum()
 }
+
+/// Run `f` on a thread of the pool (the caller blocks until it returns) and return its result.
+/// A forward pass opens a parallel region per op; started from a pool thread, each region's
+/// work is pushed to that thread's own queue and run by it and whoever steals, instead of
+/// being injected from outside while the caller sleeps and is woken again for the serial work
+/// between regions. Panics in `f` reach the caller.
+pub fn in_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    if rayon::current_thread_index().is_some() {
+        return f();
+    }
+    rayon::scope(|_| f())
+}

@@ -3,6 +3,7 @@
 use super::prefix::PrefixCache;
 use super::{Control, Event, Pending, SchedulerConfig, Shared, Sink, StopReason, TokenConstraint};
 use crate::sampler::{self, Sampler};
+use mixture_kernels::threads;
 use mixture_model::arch::{Architecture, BatchItem, Logits};
 use mixture_model::KvCache;
 use std::collections::VecDeque;
@@ -239,7 +240,9 @@ impl Worker {
         }
         let before: Vec<usize> = items.iter().map(|it| it.cache.len).collect();
         let model = &self.model;
-        let batch = catch_unwind(AssertUnwindSafe(|| model.forward_batch(&mut items)));
+        let batch = catch_unwind(AssertUnwindSafe(|| {
+            threads::in_pool(|| model.forward_batch(&mut items))
+        }));
         match batch {
             Ok(Ok(logits)) if logits.len() == items.len() => {
                 for (slot, l) in slots.iter().zip(logits) {
