@@ -56,8 +56,11 @@ enum Dot<'a> {
 }
 
 enum Dst<'a> {
-    /// `[rows, t]`: row-major by weight row (the output transposed when `t > 1`).
+    /// One token: the output's own rows.
     Rows(&'a mut [f32]),
+    /// Several tokens on the per-row dots: row `first_row + i` of token `c` goes to
+    /// `c * rows + first_row + i` of the job's output, for `i` below the count.
+    Strided(OutPtr, usize),
     /// The job's output `[t, n]` itself, from the task's first row on (tiled kernel).
     Out(OutPtr, usize),
 }
@@ -154,40 +157,32 @@ pub fn matmul_many(jobs: &mut [MatJob<'_>]) -> Result<(), KernelError> {
             (None, None) => Dot::Float(j.x),
         })
         .collect();
-    // Destination buffers: the output itself when t == 1, else a transposed scratch.
-    let mut scratch: Vec<Vec<f32>> = jobs
-        .iter()
-        .zip(&ts)
-        .zip(&tiled)
-        .map(|((j, &t), &tiled)| {
-            if t > 1 && !tiled {
-                vec![0f32; j.out.len()]
-            } else {
-                Vec::new()
-            }
-        })
-        .collect();
     let weights: Vec<WeightRef<'_>> = jobs.iter().map(|j| j.w).collect();
     let mut tasks: Vec<Task<'_>> = Vec::new();
-    for (ji, (j, s)) in jobs.iter_mut().zip(scratch.iter_mut()).enumerate() {
+    for (ji, j) in jobs.iter_mut().enumerate() {
         let t = ts[ji];
         if t == 0 {
             continue;
         }
-        if tiled[ji] {
+        if t > 1 {
+            // Tiled jobs (always several tokens) and the per-row dots of several tokens write
+            // the `[t, rows]` output themselves, a task's rows at a time.
             let out = OutPtr(j.out.as_mut_ptr());
             for first_row in (0..j.w.rows).step_by(ROWS_PER_TASK) {
                 let n = ROWS_PER_TASK.min(j.w.rows - first_row);
                 tasks.push(Task {
                     job: ji,
                     first_row,
-                    dst: Dst::Out(out, n),
+                    dst: if tiled[ji] {
+                        Dst::Out(out, n)
+                    } else {
+                        Dst::Strided(out, n)
+                    },
                 });
             }
             continue;
         }
-        let buf: &mut [f32] = if t > 1 { s } else { j.out };
-        for (c, dst) in buf.chunks_mut(ROWS_PER_TASK * t).enumerate() {
+        for (c, dst) in j.out.chunks_mut(ROWS_PER_TASK).enumerate() {
             tasks.push(Task {
                 job: ji,
                 first_row: c * ROWS_PER_TASK,
@@ -203,14 +198,29 @@ pub fn matmul_many(jobs: &mut [MatJob<'_>]) -> Result<(), KernelError> {
             (
                 vec![0f32; if float { max_k } else { 0 }],
                 gemm::Scratch::default(),
+                Vec::new(),
             )
         },
-        |(row_f32, bufs), task| -> Result<(), KernelError> {
+        |(row_f32, bufs, tmp), task| -> Result<(), KernelError> {
             let w = &weights[task.job];
             let t = ts[task.job];
             let rb = w.row_bytes();
             let dst = match task.dst {
                 Dst::Rows(d) => d,
+                Dst::Strided(out, n) => {
+                    // The task's rows for every token, `[n, t]`, then scattered into place.
+                    tmp.clear();
+                    tmp.resize(n * t, 0f32);
+                    dot_into(w, &dots[task.job], task.first_row, t, tmp, row_f32)?;
+                    for (i, d) in tmp.chunks_exact(t).enumerate() {
+                        for (c, &v) in d.iter().enumerate() {
+                            // SAFETY: row `first_row + i < rows` of token `c < t` is inside the
+                            // `[t, rows]` output; only this task writes its rows.
+                            unsafe { *out.0.add(c * w.rows + task.first_row + i) = v };
+                        }
+                    }
+                    return Ok(());
+                }
                 Dst::Out(out, n) => {
                     let Dot::Gemm(a) = &dots[task.job] else {
                         unreachable!("only tiled jobs write their output directly")
@@ -228,33 +238,34 @@ pub fn matmul_many(jobs: &mut [MatJob<'_>]) -> Result<(), KernelError> {
                     return Ok(());
                 }
             };
-            for (i, d) in dst.chunks_exact_mut(t).enumerate() {
-                let r = task.first_row + i;
-                let wr = &w.data[r * rb..(r + 1) * rb];
-                match &dots[task.job] {
-                    Dot::Quant(rd) => rd.dot_rows(wr, 0, d),
-                    Dot::Gemm(_) => unreachable!("tiled jobs are handled above"),
-                    Dot::Float(x) => {
-                        let k = w.cols;
-                        let row = &mut row_f32[..k];
-                        w.dtype.dequantize_row(wr, row)?;
-                        for (ti, o) in d.iter_mut().enumerate() {
-                            *o = vecf32::dot(&x[ti * k..(ti + 1) * k], row);
-                        }
-                    }
-                }
-            }
-            Ok(())
+            dot_into(w, &dots[task.job], task.first_row, t, dst, row_f32)
         },
-    )?;
-    // Transpose the batched results into place.
-    for (ji, j) in jobs.iter_mut().enumerate() {
-        let (t, n) = (ts[ji], j.w.rows);
-        if t > 1 && !tiled[ji] {
-            let s = &scratch[ji];
-            for r in 0..n {
-                for ti in 0..t {
-                    j.out[ti * n + r] = s[r * t + ti];
+    )
+}
+
+/// Rows `first_row..` of `w` (as many as `dst` holds, `t` values each) dotted with every
+/// token: `dst[i * t + c]` = row `first_row + i` · token `c`.
+fn dot_into(
+    w: &WeightRef<'_>,
+    dot: &Dot<'_>,
+    first_row: usize,
+    t: usize,
+    dst: &mut [f32],
+    row_f32: &mut [f32],
+) -> Result<(), KernelError> {
+    let rb = w.row_bytes();
+    for (i, d) in dst.chunks_exact_mut(t).enumerate() {
+        let r = first_row + i;
+        let wr = &w.data[r * rb..(r + 1) * rb];
+        match dot {
+            Dot::Quant(rd) => rd.dot_rows(wr, 0, d),
+            Dot::Gemm(_) => unreachable!("tiled jobs are handled by the caller"),
+            Dot::Float(x) => {
+                let k = w.cols;
+                let row = &mut row_f32[..k];
+                w.dtype.dequantize_row(wr, row)?;
+                for (ti, o) in d.iter_mut().enumerate() {
+                    *o = vecf32::dot(&x[ti * k..(ti + 1) * k], row);
                 }
             }
         }

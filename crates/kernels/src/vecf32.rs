@@ -5,10 +5,14 @@ use std::sync::OnceLock;
 
 type DotFn = unsafe fn(&[f32], &[f32]) -> f32;
 type AxpyFn = unsafe fn(&mut [f32], f32, &[f32]);
+type DotsFn = unsafe fn(&[f32], &[f32], usize, &mut [f32]);
+type AxpysFn = unsafe fn(&mut [f32], &[f32], &[f32], usize);
 
 struct Table {
     dot: DotFn,
     axpy: AxpyFn,
+    dots: DotsFn,
+    axpys: AxpysFn,
 }
 
 fn table() -> &'static Table {
@@ -20,18 +24,24 @@ fn table() -> &'static Table {
                 return Table {
                     dot: x86::dot_avx512,
                     axpy: x86::axpy_avx512,
+                    dots: x86::dots_avx512,
+                    axpys: x86::axpys_avx512,
                 };
             }
             if crate::qdot::x86::has_avx2() {
                 return Table {
                     dot: x86::dot_avx2,
                     axpy: x86::axpy_avx2,
+                    dots: x86::dots_avx2,
+                    axpys: x86::axpys_avx2,
                 };
             }
         }
         Table {
             dot: dot_scalar,
             axpy: axpy_scalar,
+            dots: dots_scalar,
+            axpys: axpys_scalar,
         }
     })
 }
@@ -50,6 +60,47 @@ pub fn axpy(y: &mut [f32], alpha: f32, x: &[f32]) {
     let n = y.len().min(x.len());
     // SAFETY: as in `dot`.
     unsafe { (table().axpy)(&mut y[..n], alpha, &x[..n]) }
+}
+
+/// `out[p] = q · rows[p * stride..][..q.len()]` for every `p < out.len()`: attention's
+/// scores of one query against a run of keys, with one dispatch for all of them.
+pub fn dot_strided(q: &[f32], rows: &[f32], stride: usize, out: &mut [f32]) {
+    if let Some(last) = out.len().checked_sub(1) {
+        assert!(
+            last * stride + q.len() <= rows.len(),
+            "dot_strided: rows too short"
+        );
+    }
+    // SAFETY: the table holds only kernels this CPU supports; bounds checked above.
+    unsafe { (table().dots)(q, rows, stride, out) }
+}
+
+/// `y += Σ_p w[p] · rows[p * stride..][..y.len()]`, `p` in order (the same as one [`axpy`]
+/// per `p`): attention's weighted sum of values, with one dispatch for all of them.
+pub fn axpy_strided(y: &mut [f32], w: &[f32], rows: &[f32], stride: usize) {
+    if let Some(last) = w.len().checked_sub(1) {
+        assert!(
+            last * stride + y.len() <= rows.len(),
+            "axpy_strided: rows too short"
+        );
+    }
+    // SAFETY: as in `dot_strided`.
+    unsafe { (table().axpys)(y, w, rows, stride) }
+}
+
+/// Scalar twin of [`dot_strided`].
+pub fn dots_scalar(q: &[f32], rows: &[f32], stride: usize, out: &mut [f32]) {
+    for (p, o) in out.iter_mut().enumerate() {
+        *o = dot_scalar(q, &rows[p * stride..][..q.len()]);
+    }
+}
+
+/// Scalar twin of [`axpy_strided`].
+pub fn axpys_scalar(y: &mut [f32], w: &[f32], rows: &[f32], stride: usize) {
+    let n = y.len();
+    for (p, &a) in w.iter().enumerate() {
+        axpy_scalar(y, a, &rows[p * stride..][..n]);
+    }
 }
 
 /// Scalar twin of [`dot`]: eight running sums, combined pairwise.
@@ -101,6 +152,47 @@ pub fn available() -> Vec<(&'static str, SafeDot)> {
 mod x86 {
     use std::arch::x86_64::*;
 
+    /// The strided kernels: the single ones in a loop, inlined (same features).
+    macro_rules! strided {
+        ($dots:ident, $axpys:ident, $dot:ident, $axpy:ident, $feat:literal) => {
+            /// # Safety
+            /// CPU features as named; `rows` holds `out.len()` runs of `q.len()` at `stride`.
+            #[target_feature(enable = $feat)]
+            pub unsafe fn $dots(q: &[f32], rows: &[f32], stride: usize, out: &mut [f32]) {
+                let n = q.len();
+                for (p, o) in out.iter_mut().enumerate() {
+                    *o = $dot(
+                        q,
+                        std::slice::from_raw_parts(rows.as_ptr().add(p * stride), n),
+                    );
+                }
+            }
+
+            /// # Safety
+            /// CPU features as named; `rows` holds `w.len()` runs of `y.len()` at `stride`.
+            #[target_feature(enable = $feat)]
+            pub unsafe fn $axpys(y: &mut [f32], w: &[f32], rows: &[f32], stride: usize) {
+                let n = y.len();
+                for (p, &a) in w.iter().enumerate() {
+                    $axpy(
+                        y,
+                        a,
+                        std::slice::from_raw_parts(rows.as_ptr().add(p * stride), n),
+                    );
+                }
+            }
+        };
+    }
+    strided!(dots_avx2, axpys_avx2, dot_avx2, axpy_avx2, "avx2,fma");
+    strided!(
+        dots_avx512,
+        axpys_avx512,
+        dot_avx512,
+        axpy_avx512,
+        "avx512f"
+    );
+
+    #[inline]
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
         let n = a.len().min(b.len());
@@ -133,6 +225,7 @@ mod x86 {
         sum
     }
 
+    #[inline]
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn axpy_avx2(y: &mut [f32], alpha: f32, x: &[f32]) {
         let n = y.len().min(x.len());
@@ -150,6 +243,7 @@ mod x86 {
         }
     }
 
+    #[inline]
     #[target_feature(enable = "avx512f")]
     pub unsafe fn dot_avx512(a: &[f32], b: &[f32]) -> f32 {
         let n = a.len().min(b.len());
@@ -190,6 +284,7 @@ mod x86 {
         _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1))
     }
 
+    #[inline]
     #[target_feature(enable = "avx512f")]
     pub unsafe fn axpy_avx512(y: &mut [f32], alpha: f32, x: &[f32]) {
         let n = y.len().min(x.len());
@@ -234,6 +329,23 @@ mod tests {
                     (got - want).abs() <= 1e-5 * mag + 1e-6,
                     "{name} n={n}: {got} vs {want}"
                 );
+            }
+            // Strided: three runs of n at a stride of n + 3, against the twins.
+            if n > 0 && 3 * n + 6 <= 300 {
+                let mut got = [0f32; 3];
+                dot_strided(&a[..n], &b, n + 3, &mut got);
+                let mut want = [0f32; 3];
+                dots_scalar(&a[..n], &b, n + 3, &mut want);
+                let mut y: Vec<f32> = a[..n].to_vec();
+                let mut y2 = y.clone();
+                axpy_strided(&mut y, &[0.5, -1.25, 2.0], &b, n + 3);
+                axpys_scalar(&mut y2, &[0.5, -1.25, 2.0], &b, n + 3);
+                for (p, q) in got.iter().zip(&want).chain(y.iter().zip(&y2)) {
+                    assert!(
+                        (p - q).abs() <= 1e-4 * q.abs().max(1.0),
+                        "strided n={n}: {p} vs {q}"
+                    );
+                }
             }
             let mut y: Vec<f32> = b[..n].to_vec();
             let mut y2 = y.clone();

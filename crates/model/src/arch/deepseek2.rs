@@ -22,8 +22,8 @@ use crate::kv::KvCache;
 use crate::load::LoadedModel;
 use crate::names;
 use crate::spec::{MlaParams, ModelSpec, RopeScaling};
-use mixture_kernels::ops::{dot, softmax};
-use mixture_kernels::vecf32::axpy;
+use mixture_kernels::ops::softmax;
+use mixture_kernels::vecf32::{axpy, axpy_strided, dot_strided};
 use rayon::prelude::*;
 
 /// Fewest new tokens for which attention may take the expanded form: below it both forms are
@@ -266,6 +266,7 @@ impl Deepseek2 {
                 let mut latent = vec![0f32; t * lora];
                 let max_pos = segs.iter().map(|s| s.cache_k.len() / kw).max();
                 let mut scores = vec![0f32; max_pos.unwrap_or(0)];
+                let mut rope_scores = scores.clone();
                 let mut i = 0; // row within the segments
                 for s in segs {
                     let (n_pos, st) = (s.cache_k.len() / kw, s.rows.len());
@@ -273,15 +274,16 @@ impl Deepseek2 {
                         let visible = n_pos - st + ti + 1;
                         let qa = &q_abs[i * lora..(i + 1) * lora];
                         let qr = &q[(row * nh + head) * qd + nope..][..rd];
-                        for (p, sc) in scores[..visible].iter_mut().enumerate() {
-                            let c = &s.cache_k[p * kw..(p + 1) * kw];
-                            *sc = (dot(qa, &c[..lora]) + dot(qr, &c[lora..])) * self.scale;
+                        let scores = &mut scores[..visible];
+                        let rope_scores = &mut rope_scores[..visible];
+                        dot_strided(qa, &s.cache_k, kw, scores);
+                        dot_strided(qr, &s.cache_k[lora..], kw, rope_scores);
+                        for (sc, r) in scores.iter_mut().zip(rope_scores.iter()) {
+                            *sc = (*sc + r) * self.scale;
                         }
-                        softmax(&mut scores[..visible]);
+                        softmax(scores);
                         let out = &mut latent[i * lora..(i + 1) * lora];
-                        for (p, &w) in scores[..visible].iter().enumerate() {
-                            axpy(out, w, &s.cache_k[p * kw..p * kw + lora]);
-                        }
+                        axpy_strided(out, scores, &s.cache_k, kw);
                         i += 1;
                     }
                 }

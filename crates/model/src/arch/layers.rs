@@ -7,7 +7,7 @@ use crate::spec::{Gating, MoeParams};
 use crate::tensor::{Tensor, WeightStore};
 use mixture_kernels::matmul::{matmul_many, MatJob};
 use mixture_kernels::ops::{self, sigmoid, softmax};
-use mixture_kernels::vecf32::axpy;
+use mixture_kernels::vecf32::{axpy, axpy_strided, dot_strided};
 use rayon::prelude::*;
 
 /// A linear layer `y = x W^T (+ b)` over a stored weight `[out, in]`.
@@ -183,14 +183,13 @@ pub fn attention_many(
             let visible = n_pos - t + ti + 1;
             let kvh = h / group;
             let qh = &q[(ti * n_heads + h) * qk_dim..][..qk_dim];
-            for (p, s) in scores[..visible].iter_mut().enumerate() {
-                let k = &keys[(p * n_kv + kvh) * qk_dim..][..qk_dim];
-                *s = ops::dot(qh, k) * scale;
+            let scores = &mut scores[..visible];
+            dot_strided(qh, &keys[kvh * qk_dim..], n_kv * qk_dim, scores);
+            for s in scores.iter_mut() {
+                *s *= scale;
             }
-            softmax(&mut scores[..visible]);
-            for (p, &w) in scores[..visible].iter().enumerate() {
-                axpy(o, w, &values[(p * n_kv + kvh) * v_dim..][..v_dim]);
-            }
+            softmax(scores);
+            axpy_strided(o, scores, &values[kvh * v_dim..], n_kv * v_dim);
         },
     );
     out
