@@ -276,14 +276,14 @@ impl Deepseek2 {
                         let qr = &q[(row * nh + head) * qd + nope..][..rd];
                         let scores = &mut scores[..visible];
                         let rope_scores = &mut rope_scores[..visible];
-                        dot_strided(qa, &s.cache_k, kw, scores);
+                        dot_strided(qa, s.cache_k, kw, scores);
                         dot_strided(qr, &s.cache_k[lora..], kw, rope_scores);
                         for (sc, r) in scores.iter_mut().zip(rope_scores.iter()) {
                             *sc = (*sc + r) * self.scale;
                         }
                         softmax(scores);
                         let out = &mut latent[i * lora..(i + 1) * lora];
-                        axpy_strided(out, scores, &s.cache_k, kw);
+                        axpy_strided(out, scores, s.cache_k, kw);
                         i += 1;
                     }
                 }
