@@ -28,7 +28,18 @@ pub const ROWS_PER_TASK: usize = 16;
 /// `cargo run -p mixture-kernels --release --example qdot_speed prefill 5 T` (T = 4..256,
 /// AVX-512, k = 2048): the 32-element formats break even at 4-8 tokens (Q5_0/Q5_1 at ~12),
 /// Q2_K/Q3_K at ~24, Q4_K/Q5_K at ~32-64, Q6_K at ~200.
+///
+/// With AVX2 only (K-quants alone have a tiled kernel there; `prefill 3 T 2048` on a 2-core
+/// EPYC without AVX-512): Q2_K..Q5_K break even at ~32 tokens, Q6_K at ~100; at 64 tokens the
+/// tiled kernel is 1.2-1.5x the multi-row dots, at 256 tokens 1.3-1.8x.
 pub fn gemm_min_tokens(dtype: DType) -> usize {
+    if gemm::Kernel::best() == gemm::Kernel::Avx2 {
+        return match dtype {
+            DType::Q2K | DType::Q3K | DType::Q4K | DType::Q5K => 32,
+            DType::Q6K => 96,
+            _ => usize::MAX,
+        };
+    }
     match dtype {
         DType::Q4_0 | DType::Q4_1 | DType::Q8_0 => 8,
         DType::Q5_0 | DType::Q5_1 => 16,
@@ -80,7 +91,7 @@ unsafe impl Sync for OutPtr {}
 
 /// Whether a job of `t` tokens against `dtype` weights runs on the tiled prefill kernel.
 pub fn takes_tiled_kernel(dtype: DType, t: usize) -> bool {
-    t >= gemm_min_tokens(dtype) && gemm::available() && gemm::supported(dtype)
+    t >= gemm_min_tokens(dtype) && gemm::fast_for(dtype)
 }
 
 /// Run every job; see the module docs.

@@ -117,13 +117,13 @@ fn tiles_equal_dequantized_weights_times_rounded_activations() {
                         want[i]
                     );
                 }
-                if gemm::available() {
-                    let simd = tiled(Kernel::Avx512, t, &w, n, &x, k);
+                for kernel in Kernel::all_available().into_iter().skip(1) {
+                    let simd = tiled(kernel, t, &w, n, &x, k);
                     for i in 0..want.len() {
                         let tol = 1e-5 * mag[i] + 1e-6;
                         assert!(
                             (simd[i] - scalar[i]).abs() as f64 <= tol,
-                            "{t} k={k} n={n} t={tokens} [{i}]: avx512 {} vs scalar {}",
+                            "{t} k={k} n={n} t={tokens} [{i}]: {kernel:?} {} vs scalar {}",
                             simd[i],
                             scalar[i]
                         );

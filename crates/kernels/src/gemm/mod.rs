@@ -39,7 +39,7 @@ pub fn padded(k: usize) -> usize {
     k.div_ceil(STEP) * STEP
 }
 
-/// Whether this CPU runs the fast micro-kernel (else callers keep their per-row dots).
+/// Whether this CPU runs the fast AVX-512 micro-kernels, for every [`supported`] format.
 pub fn available() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
@@ -47,6 +47,16 @@ pub fn available() -> bool {
     }
     #[cfg(not(target_arch = "x86_64"))]
     false
+}
+
+/// Whether this CPU has a fast micro-kernel for `dtype` (else callers keep their per-row
+/// dots): every [`supported`] format with AVX-512, the K-quants with AVX2.
+pub fn fast_for(dtype: DType) -> bool {
+    match Kernel::best() {
+        Kernel::Avx512 => supported(dtype),
+        Kernel::Avx2 => kq::supported(dtype),
+        Kernel::Scalar => false,
+    }
 }
 
 /// Whether `dtype` weights go through this path (when [`available`]).
@@ -223,16 +233,32 @@ pub struct Out {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kernel {
     Scalar,
+    /// The K-quants only (the 32-element formats' tiles take the scalar twin).
+    Avx2,
     Avx512,
 }
 
 impl Kernel {
     /// The fastest kernel this CPU has.
     pub fn best() -> Kernel {
-        if available() {
-            Kernel::Avx512
-        } else {
-            Kernel::Scalar
+        #[cfg(target_arch = "x86_64")]
+        {
+            if available() {
+                return Kernel::Avx512;
+            }
+            if crate::qdot::x86::has_avx2() {
+                return Kernel::Avx2;
+            }
+        }
+        Kernel::Scalar
+    }
+
+    /// The kernels this CPU runs, the scalar twin first.
+    pub fn all_available() -> Vec<Kernel> {
+        match Kernel::best() {
+            Kernel::Scalar => vec![Kernel::Scalar],
+            Kernel::Avx2 => vec![Kernel::Scalar, Kernel::Avx2],
+            Kernel::Avx512 => vec![Kernel::Scalar, Kernel::Avx2, Kernel::Avx512],
         }
     }
 }
@@ -245,7 +271,7 @@ impl Kernel {
 pub unsafe fn run(kernel: Kernel, w: &Rows, a: &Acts, out: Out) {
     debug_assert_eq!(w.kp, a.kp);
     for_each_tile(w.n, a.t, out, |r0, nr, c0, nc, o| match kernel {
-        Kernel::Scalar => tile_scalar(w, r0, nr, a, c0, nc, o),
+        Kernel::Scalar | Kernel::Avx2 => tile_scalar(w, r0, nr, a, c0, nc, o),
         #[cfg(target_arch = "x86_64")]
         Kernel::Avx512 => x86::tile(w, r0, nr, a, c0, nc, o),
         #[cfg(not(target_arch = "x86_64"))]

@@ -208,3 +208,114 @@ unsafe fn store<const R: usize, const C: usize>(acc: &[[__m512; C]; R], out: Out
         }
     }
 }
+
+/// Dispatch a K-quant tile of `nr` x `nc` (each 1..=4) to the AVX2 kernel, two weight rows at
+/// a time (AVX2's sixteen registers hold a 2 x 4 tile of int32 accumulators).
+///
+/// # Safety
+/// AVX2 present; `out` valid for the tile.
+pub unsafe fn tile_k_avx2(
+    w: &KRows,
+    r0: usize,
+    nr: usize,
+    a: &KActs,
+    c0: usize,
+    nc: usize,
+    out: Out,
+) {
+    let mut r = 0;
+    while r < nr {
+        let o = Out {
+            ptr: out.ptr.add(r),
+            ld: out.ld,
+        };
+        let (rows, at) = ((nr - r).min(2), r0 + r);
+        match (rows, nc) {
+            (2, 4) => kernel_k_avx2::<2, 4>(w, at, a, c0, o),
+            (2, 3) => kernel_k_avx2::<2, 3>(w, at, a, c0, o),
+            (2, 2) => kernel_k_avx2::<2, 2>(w, at, a, c0, o),
+            (2, 1) => kernel_k_avx2::<2, 1>(w, at, a, c0, o),
+            (1, 4) => kernel_k_avx2::<1, 4>(w, at, a, c0, o),
+            (1, 3) => kernel_k_avx2::<1, 3>(w, at, a, c0, o),
+            (1, 2) => kernel_k_avx2::<1, 2>(w, at, a, c0, o),
+            (1, 1) => kernel_k_avx2::<1, 1>(w, at, a, c0, o),
+            _ => super::kq::tile_scalar(w, at, rows, a, c0, nc, o),
+        }
+        r += rows;
+    }
+}
+
+/// K-quants on AVX2: per 32 elements `vpmaddubsw` (unsigned quants by signed activations)
+/// then `vpmaddwd` against the two int16 sub-block scales (each over the 8 int16 lanes of its
+/// 16 elements), added into int32 accumulators; per 256 one conversion and multiply-add by
+/// `d * da` into f32 accumulators kept in memory; the offsets at the end. The same sums as
+/// [`kernel_k`] and the scalar twin, exact in int32 per super-block.
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::needless_range_loop)] // r and c index several arrays in step
+unsafe fn kernel_k_avx2<const R: usize, const C: usize>(
+    w: &KRows,
+    r0: usize,
+    a: &KActs,
+    c0: usize,
+    out: Out,
+) {
+    let k = w.k;
+    // Int16 lanes 0..7 (the low 128 bits) take the first scale's bytes, 8..15 the second's.
+    let idx_sc = _mm256_setr_epi8(
+        0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3,
+        2, 3,
+    );
+    let wq: [*const u8; R] = std::array::from_fn(|r| w.q.as_ptr().add((r0 + r) * k));
+    let wsc: [*const i16; R] = std::array::from_fn(|r| w.sc.as_ptr().add((r0 + r) * k / 16));
+    let aq: [*const i8; C] = std::array::from_fn(|c| a.q.as_ptr().add((c0 + c) * k));
+    let mut facc = [[_mm256_setzero_ps(); C]; R];
+    for sb in 0..k / 256 {
+        let mut isum = [[_mm256_setzero_si256(); C]; R];
+        for p in 8 * sb..8 * sb + 8 {
+            let mut wv = [_mm256_setzero_si256(); R];
+            let mut sc = [_mm256_setzero_si256(); R];
+            for r in 0..R {
+                wv[r] = _mm256_loadu_si256(wq[r].add(32 * p) as *const __m256i);
+                let s2 = std::ptr::read_unaligned(wsc[r].add(2 * p) as *const i32);
+                sc[r] = _mm256_shuffle_epi8(_mm256_set1_epi32(s2), idx_sc);
+            }
+            for c in 0..C {
+                let av = _mm256_loadu_si256(aq[c].add(32 * p) as *const __m256i);
+                for r in 0..R {
+                    let pairs = _mm256_maddubs_epi16(wv[r], av);
+                    isum[r][c] = _mm256_add_epi32(isum[r][c], _mm256_madd_epi16(pairs, sc[r]));
+                }
+            }
+        }
+        for r in 0..R {
+            let dw = *w.d.get_unchecked((r0 + r) * k / 256 + sb);
+            for c in 0..C {
+                let da = *a.d.get_unchecked((c0 + c) * k / 256 + sb);
+                let s = _mm256_set1_ps(dw * da);
+                facc[r][c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[r][c]), s, facc[r][c]);
+            }
+        }
+    }
+    // The offsets: Σ_16 o * g, 8 entries at a time (k / 16 is a multiple of 16).
+    let subs = k / 16;
+    let wo: [*const f32; R] = std::array::from_fn(|r| w.o.as_ptr().add((r0 + r) * subs));
+    let ag: [*const f32; C] = std::array::from_fn(|c| a.g.as_ptr().add((c0 + c) * subs));
+    for j in (0..subs).step_by(8) {
+        let ov: [__m256; R] = std::array::from_fn(|r| _mm256_loadu_ps(wo[r].add(j)));
+        for c in 0..C {
+            let gv = _mm256_loadu_ps(ag[c].add(j));
+            for r in 0..R {
+                facc[r][c] = _mm256_fmadd_ps(ov[r], gv, facc[r][c]);
+            }
+        }
+    }
+    for r in 0..R {
+        for c in 0..C {
+            let v = facc[r][c];
+            let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+            let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+            let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+            *out.ptr.add(c * out.ld + r) = _mm_cvtss_f32(s);
+        }
+    }
+}
