@@ -569,3 +569,44 @@ fn shutdown_with_requests_in_flight_returns_promptly() {
         Err(SubmitError::ShuttingDown)
     ));
 }
+
+/// A request's logprobs, to the bit: alone, again with its prompt in the prefix cache, and
+/// in a batch of nine whose other prompts are new (their prefill and the decode rows of nine
+/// sequences would take other matmul kernels than a lone row, were the decode rows not kept
+/// on the per-row dots). Q8_0 weights, so the integer kernels run.
+#[test]
+fn quantized_request_same_bits_alone_cached_and_batched() {
+    for name in ["llama", "deepseek2"] {
+        let path = fixture_dir(name).join("model.q8_0.gguf");
+        let m: Arc<dyn Architecture> =
+            Arc::from(arch::build(mixture_model::load(&path).expect("load")).expect("build"));
+        let p = prompt(m.as_ref(), 20, 77);
+        let bits = |v: &[(u32, f32)]| -> Vec<(u32, u32)> {
+            v.iter().map(|(t, l)| (*t, l.to_bits())).collect()
+        };
+        let mut cfg = config(9);
+        cfg.prefix_cache_tokens = 1000;
+        let sched = Scheduler::start(m.clone(), cfg);
+        let (cold, _) = run_logprobs(&sched, &p, 10);
+        let (warm, last) = run_logprobs(&sched, &p, 10);
+        assert!(
+            matches!(last, Event::Done { cached_tokens, .. } if cached_tokens == p.len() - 1),
+            "{name}: {last:?}"
+        );
+        assert_eq!(bits(&cold), bits(&warm), "{name}: cold vs cached prompt");
+        // Among eight others with new prompts, started together.
+        let fresh = Scheduler::start(m.clone(), config(9));
+        let mut others = Vec::new();
+        for i in 0..8u64 {
+            let (sink, rx) = to_channel();
+            let r = request(prompt(m.as_ref(), 20, 200 + i), 12, sampling(1.0, i));
+            fresh.submit(r, sink).expect("submit");
+            others.push(rx);
+        }
+        let (batched, _) = run_logprobs(&fresh, &p, 10);
+        assert_eq!(bits(&cold), bits(&batched), "{name}: alone vs in a batch");
+        for rx in others {
+            assert!(matches!(collect(&rx).1, Event::Done { .. }));
+        }
+    }
+}

@@ -89,9 +89,30 @@ struct OutPtr(*mut f32);
 unsafe impl Send for OutPtr {}
 unsafe impl Sync for OutPtr {}
 
+thread_local! {
+    /// Set while [`with_row_dots`] runs on this thread.
+    static ROW_DOTS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Run `f` with every matmul it starts on this thread kept on the per-row dots, whatever its
+/// token count: then each token's result is the same bits whichever other tokens share its
+/// job (the row dots compute every token alone; the tiled kernel rounds and sums differently).
+/// The batching scheduler runs its decode rows so, which makes a sequence's output independent
+/// of what else runs with it.
+pub fn with_row_dots<R>(f: impl FnOnce() -> R) -> R {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            ROW_DOTS.with(|c| c.set(self.0));
+        }
+    }
+    let _restore = Restore(ROW_DOTS.with(|c| c.replace(true)));
+    f()
+}
+
 /// Whether a job of `t` tokens against `dtype` weights runs on the tiled prefill kernel.
 pub fn takes_tiled_kernel(dtype: DType, t: usize) -> bool {
-    t >= gemm_min_tokens(dtype) && gemm::fast_for(dtype)
+    t >= gemm_min_tokens(dtype) && gemm::fast_for(dtype) && !ROW_DOTS.with(|c| c.get())
 }
 
 /// Run every job; see the module docs.

@@ -100,3 +100,62 @@ fn many_jobs_equal_the_reference_one_by_one() {
         }
     }
 }
+
+/// Under `with_row_dots`, a token's outputs are the same bits in a job of any size as alone
+/// (the batching scheduler's decode rows rely on it: a sequence's text must not depend on
+/// what else runs with it). Every integer format and both float ones, several job sizes.
+#[test]
+fn row_dots_give_each_token_its_bits_alone() {
+    let k = 512;
+    let rows = 19;
+    for (i, d) in [
+        DType::Q4_0,
+        DType::Q4_1,
+        DType::Q5_0,
+        DType::Q5_1,
+        DType::Q8_0,
+        DType::Q2K,
+        DType::Q3K,
+        DType::Q4K,
+        DType::Q5K,
+        DType::Q6K,
+        DType::F16,
+        DType::F32,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let wb = weight(d, rows, k, 11 + i as u64);
+        let w = WeightRef::new(d, rows, k, &wb).unwrap();
+        for t in [2usize, 5, 8, 70] {
+            let x: Vec<f32> = (0..t * k)
+                .map(|j| ((j * 13 % 29) as f32 - 14.0) / 6.0)
+                .collect();
+            let mut all = vec![0f32; t * rows];
+            mixture_kernels::matmul::with_row_dots(|| {
+                matmul_many(&mut [MatJob {
+                    w,
+                    x: &x,
+                    out: &mut all,
+                }])
+            })
+            .unwrap();
+            for c in 0..t {
+                let mut one = vec![0f32; rows];
+                matmul_many(&mut [MatJob {
+                    w,
+                    x: &x[c * k..(c + 1) * k],
+                    out: &mut one,
+                }])
+                .unwrap();
+                // Bits, not values: random K-quant scale fields can make NaN rows.
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<u32>>();
+                assert_eq!(
+                    bits(&one),
+                    bits(&all[c * rows..(c + 1) * rows]),
+                    "{d:?}: token {c} of {t} differs from its run alone"
+                );
+            }
+        }
+    }
+}

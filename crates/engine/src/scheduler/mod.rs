@@ -2,14 +2,18 @@
 //! together, one step at a time.
 //!
 //! Each step the worker admits waiting requests (up to [`SchedulerConfig::parallel`]
-//! running), then makes one [`Architecture::forward_batch`] call over every running
-//! sequence: a decode token for those generating, the next chunk of
-//! [`SchedulerConfig::prefill_chunk`] prompt tokens (shared by all prefilling sequences) for
-//! the others, so a long prompt delays the others' next token by one chunk at most. Each
-//! sequence then samples with its own seeded [`Sampler`], so a request gives the same tokens
-//! alone or in any batch (up to float rounding: stacked rows of quantized weights can take
-//! another matmul kernel). Finished sequences leave between steps and hand their KV cache
-//! to the prefix cache, which new requests starting with the same tokens reuse.
+//! running), then runs every running sequence's next tokens through the model: first each
+//! prefilling sequence's next chunk of its prompt (all but the prompt's last token, in chunks
+//! ending at multiples of [`SchedulerConfig::prefill_chunk`], each sequence alone; the chunk
+//! size also bounds the prompt tokens of a step, so a long prompt delays the others' next
+//! token by one chunk at most), then one [`Architecture::forward_batch`] over every sequence's
+//! last pending token (decode tokens, and prompts' last tokens) on the per-row dots
+//! ([`mixture_kernels::matmul::with_row_dots`]). Each sequence then samples with its own
+//! seeded [`Sampler`]. So a request gives the same tokens, to the bit, alone or in any batch,
+//! and with its prompt computed or taken whole from the prefix cache (a partial hit
+//! prefills the rest from where the hit ends, which can round differently on the tiled
+//! kernels). Finished sequences leave between steps and hand their KV cache to the prefix
+//! cache, which new requests starting with the same tokens reuse.
 //!
 //! Events go to each request's sink, called on the worker thread (keep it quick: a channel
 //! send). The sink's answer steers the request:

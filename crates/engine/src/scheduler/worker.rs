@@ -3,7 +3,7 @@
 use super::prefix::PrefixCache;
 use super::{Control, Event, Pending, SchedulerConfig, Shared, Sink, StopReason, TokenConstraint};
 use crate::sampler::{self, Sampler};
-use mixture_kernels::threads;
+use mixture_kernels::{matmul, threads};
 use mixture_model::arch::{Architecture, BatchItem, Logits};
 use mixture_model::KvCache;
 use std::collections::VecDeque;
@@ -178,22 +178,43 @@ impl Worker {
         if self.running.is_empty() {
             return;
         }
-        // Each sequence's tokens this step: its pending decode token(s), or the next chunk of
-        // its prompt within the step's prefill budget.
+        // Each sequence's tokens this step. The last pending token (a decode token, or a
+        // prompt's last token) goes in the decode batch, which runs on the per-row dots
+        // (`matmul::with_row_dots`): a row there gets the same bits whatever else is in the
+        // batch. Tokens before it (a prompt, forced tokens) run first, each sequence's chunk
+        // alone, in chunks ending at multiples of `prefill_chunk`: a prompt splits the same
+        // way whatever else runs. So a request's text does not depend on the other requests,
+        // nor on whether its prompt (all but the last token) came from the prefix cache.
         let mut budget = self.prefill_chunk;
-        let mut spans: Vec<Option<(usize, usize)>> = Vec::with_capacity(self.running.len());
-        for s in &self.running {
-            let (from, pending) = (s.cache.len, s.tokens.len() - s.cache.len);
-            let n = if s.generated > 0 && pending <= 1 {
-                pending // decode
-            } else {
-                let n = pending.min(budget);
-                budget -= n;
-                n
-            };
-            spans.push((n > 0).then_some((from, from + n)));
+        let mut decode: Vec<Option<(usize, usize)>> = vec![None; self.running.len()];
+        let mut prefill: Vec<(usize, (usize, usize))> = Vec::new();
+        for (i, s) in self.running.iter().enumerate() {
+            let (from, last) = (s.cache.len, s.tokens.len().saturating_sub(1));
+            if from == last {
+                decode[i] = Some((from, from + 1));
+            } else if from < last && budget > 0 {
+                let end = ((from / self.prefill_chunk + 1) * self.prefill_chunk).min(last);
+                // The first chunk of a step always runs; others while the budget lasts.
+                if end - from <= budget || budget == self.prefill_chunk {
+                    budget = budget.saturating_sub(end - from);
+                    prefill.push((i, (from, end)));
+                }
+            }
         }
-        let results = self.forward(&spans);
+        let mut results: Vec<Option<Result<Vec<f32>, String>>> =
+            (0..self.running.len()).map(|_| None).collect();
+        for (i, span) in prefill {
+            let mut alone = vec![None; self.running.len()];
+            alone[i] = Some(span);
+            results[i] = self.forward(&alone, false).swap_remove(i);
+        }
+        if decode.iter().any(Option::is_some) {
+            for (r, d) in results.iter_mut().zip(self.forward(&decode, true)) {
+                if d.is_some() {
+                    *r = d;
+                }
+            }
+        }
         self.shared.steps.fetch_add(1, Ordering::Relaxed);
         // Sample, report, retire.
         let mut keep = Vec::with_capacity(self.running.len());
@@ -216,11 +237,13 @@ impl Worker {
     }
 
     /// Run the spans (`tokens[a..b]` of each running sequence, `None`: nothing this step)
-    /// as one batch. If the batch fails, each runs alone, so one sequence's failure reaches
-    /// only it. A failed sequence's cache is put back as it was.
+    /// as one batch, on the per-row dots when `row_dots`. If the batch fails, each runs
+    /// alone, so one sequence's failure reaches only it. A failed sequence's cache is put
+    /// back as it was.
     fn forward(
         &mut self,
         spans: &[Option<(usize, usize)>],
+        row_dots: bool,
     ) -> Vec<Option<Result<Vec<f32>, String>>> {
         let mut items: Vec<BatchItem<'_>> = Vec::with_capacity(spans.len());
         let mut slots = Vec::with_capacity(spans.len());
@@ -241,7 +264,13 @@ impl Worker {
         let before: Vec<usize> = items.iter().map(|it| it.cache.len).collect();
         let model = &self.model;
         let batch = catch_unwind(AssertUnwindSafe(|| {
-            threads::in_pool(|| model.forward_batch(&mut items))
+            threads::in_pool(|| {
+                if row_dots {
+                    matmul::with_row_dots(|| model.forward_batch(&mut items))
+                } else {
+                    model.forward_batch(&mut items)
+                }
+            })
         }));
         match batch {
             Ok(Ok(logits)) if logits.len() == items.len() => {
@@ -254,7 +283,9 @@ impl Worker {
                 for ((it, &len), slot) in items.iter_mut().zip(&before).zip(&slots) {
                     it.cache.truncate(len);
                     let alone = catch_unwind(AssertUnwindSafe(|| {
-                        model.forward(it.tokens, it.cache, it.logits)
+                        threads::in_pool(|| {
+                            matmul::with_row_dots(|| model.forward(it.tokens, it.cache, it.logits))
+                        })
                     }));
                     out[*slot] = Some(match alone {
                         Ok(Ok(l)) => Ok(l),
