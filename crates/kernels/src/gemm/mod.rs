@@ -15,7 +15,10 @@
 //! activations are stored shifted to `a + 128` and each row's `128 * Σq` is taken off in int32
 //! before any rounding.
 //!
-//! [`x86`] holds the AVX-512 VNNI micro-kernel; [`tile_scalar`] is its twin.
+//! [`x86`] holds the AVX-512 VNNI micro-kernels, and an AVX2 one for the K-quants
+//! (`vpmaddubsw` then `vpmaddwd` against the sub-block scales; the 32-element formats keep
+//! their multi-row dots on AVX2, where a tile would pay the same per-block conversion and
+//! multiply as they do); [`tile_scalar`] and [`kq::tile_scalar`] are their twins.
 
 pub mod convert;
 pub mod kq;
