@@ -106,9 +106,9 @@ fn many_jobs_equal_the_reference_one_by_one() {
 /// what else runs with it). Every integer format and both float ones, several job sizes.
 #[test]
 fn row_dots_give_each_token_its_bits_alone() {
-    let k = 512;
     let rows = 19;
-    for (i, d) in [
+    // 608 = 19 blocks of 32: groups of four plus leftovers in the 32-element kernels.
+    for (i, (d, k)) in [
         DType::Q4_0,
         DType::Q4_1,
         DType::Q5_0,
@@ -123,6 +123,14 @@ fn row_dots_give_each_token_its_bits_alone() {
         DType::F32,
     ]
     .into_iter()
+    .flat_map(|d| {
+        let ks: &[usize] = if d.block_size() == 256 {
+            &[512]
+        } else {
+            &[512, 608]
+        };
+        ks.iter().map(move |&k| (d, k))
+    })
     .enumerate()
     {
         let wb = weight(d, rows, k, 11 + i as u64);
@@ -153,7 +161,7 @@ fn row_dots_give_each_token_its_bits_alone() {
                 assert_eq!(
                     bits(&one),
                     bits(&all[c * rows..(c + 1) * rows]),
-                    "{d:?}: token {c} of {t} differs from its run alone"
+                    "{d:?} k={k}: token {c} of {t} differs from its run alone"
                 );
             }
         }

@@ -290,7 +290,7 @@ macro_rules! kernel_256 {
     ($(#[$doc:meta])* $name:ident, $feat:literal, $blk:ty, $act:ty, $isum:ident, $with_m:tt) => {
         $(#[$doc])*
         #[target_feature(enable = $feat)]
-        unsafe fn $name(w: &[u8], a: &[$act]) -> f32 {
+        pub(super) unsafe fn $name(w: &[u8], a: &[$act]) -> f32 {
             const S: usize = size_of::<$blk>();
             let nb = a.len();
             check_row(w, S, nb);

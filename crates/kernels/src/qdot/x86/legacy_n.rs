@@ -15,8 +15,8 @@
 
 use super::kquants::check_row;
 use super::legacy::{
-    acts, dot_avx2, high_bits_avx2, hsum, hsum128, min1, nibbles, prefetch, rd16, rd32, rd64,
-    scale1,
+    acts, dot_avx2, high_bits_avx2, hsum, hsum128, min1, nibbles, prefetch, q4_0_avx2, q4_1_avx2,
+    q5_0_avx2, q5_1_avx2, q8_0_avx2, rd16, rd32, rd64, scale1,
 };
 use crate::qdot::{BlockQ8_0x, BlockQ8_1x, DotTable, Isa};
 use crate::quants::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0};
@@ -86,7 +86,7 @@ unsafe fn q5_1_q(b: *const u8) -> __m256i {
 /// activation scales, and each block picks its product with a permute. The last `nb % 4`
 /// blocks take their scales one at a time.
 macro_rules! kernel_rows {
-    ($(#[$doc:meta])* $name:ident, $blk:ty, $act:ty, $unpack:ident, $with_m:tt) => {
+    ($(#[$doc:meta])* $name:ident, $single:ident, $blk:ty, $act:ty, $unpack:ident, $with_m:tt) => {
         $(#[$doc])*
         #[target_feature(enable = "avx2,fma,f16c")]
         unsafe fn $name(w: &[u8], a: &[$act], out: &mut [f32]) {
@@ -102,7 +102,8 @@ macro_rules! kernel_rows {
                 let nb = a.len() / N;
                 check_row(w, S, nb);
                 let (wp, ap) = (w.as_ptr(), a.as_ptr());
-                let mut acc = [_mm256_setzero_ps(); N];
+                // Per row, one accumulator per block of a group, as the single-row kernels.
+                let mut acc = [[_mm256_setzero_ps(); 4]; N];
                 #[allow(unused_mut)]
                 let mut mins = [_mm256_setzero_ps(); N];
                 let mut i = 0;
@@ -113,7 +114,7 @@ macro_rules! kernel_rows {
                     for k in 0..4 {
                         let q = $unpack(b.add(k * S));
                         let lane = kernel_rows!(@lane $with_m, k);
-                        kernel_rows!(@rows $with_m, q, ap, i + k, nb, sc, lane, acc, N);
+                        kernel_rows!(@rows $with_m, q, ap, i + k, nb, sc, lane, acc, k, N);
                     }
                     i += 4;
                 }
@@ -125,17 +126,22 @@ macro_rules! kernel_rows {
                     for r in 0..N {
                         let y = &*ap.add(r * nb + i);
                         let isum = kernel_rows!(@isum $with_m, q, acts(y.qs.as_ptr()));
-                        acc[r] = _mm256_fmadd_ps(scale1(b, y.d), _mm256_cvtepi32_ps(isum), acc[r]);
+                        acc[r][0] =
+                            _mm256_fmadd_ps(scale1(b, y.d), _mm256_cvtepi32_ps(isum), acc[r][0]);
                         kernel_rows!(@min1 $with_m, tail[r], b, y, $blk);
                     }
                     i += 1;
                 }
                 for r in 0..N {
-                    out[r] = hsum(acc[r]) + kernel_rows!(@mins $with_m, mins[r]) + tail[r];
+                    let [a0, a1, a2, a3] = acc[r];
+                    let a = _mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3));
+                    out[r] = hsum(a) + kernel_rows!(@mins $with_m, mins[r]) + tail[r];
                 }
             }
             match out.len() {
-                1 => rows::<1>(w, a, out),
+                // The single-row kernel: the same sums in the same order (four accumulators
+                // per row, one per block of a group), so a row gets the same bits either way.
+                1 => out[0] = $single(w, a),
                 2 => rows::<2>(w, a, out),
                 3 => rows::<3>(w, a, out),
                 4 => rows::<4>(w, a, out),
@@ -195,7 +201,7 @@ macro_rules! kernel_rows {
         _mm256_set1_epi32(2 * $k as i32)
     };
     // Block `j` of every row into its accumulator.
-    (@rows false, $q:ident, $ap:ident, $j:expr, $nb:ident, $sc:ident, $lane:ident, $acc:ident, $n:ident) => {{
+    (@rows false, $q:ident, $ap:ident, $j:expr, $nb:ident, $sc:ident, $lane:ident, $acc:ident, $k:ident, $n:ident) => {{
         let aw = _mm256_abs_epi8($q);
         for r in 0..$n {
             let y = acts((*$ap.add(r * $nb + $j)).qs.as_ptr());
@@ -206,15 +212,15 @@ macro_rules! kernel_rows {
                 _mm256_set1_epi16(1),
             );
             let s = _mm256_permutevar8x32_ps($sc[r], $lane);
-            $acc[r] = _mm256_fmadd_ps(s, _mm256_cvtepi32_ps(isum), $acc[r]);
+            $acc[r][$k] = _mm256_fmadd_ps(s, _mm256_cvtepi32_ps(isum), $acc[r][$k]);
         }
     }};
-    (@rows true, $q:ident, $ap:ident, $j:expr, $nb:ident, $sc:ident, $lane:ident, $acc:ident, $n:ident) => {{
+    (@rows true, $q:ident, $ap:ident, $j:expr, $nb:ident, $sc:ident, $lane:ident, $acc:ident, $k:ident, $n:ident) => {{
         for r in 0..$n {
             let y = acts((*$ap.add(r * $nb + $j)).qs.as_ptr());
             let isum = dot_avx2($q, y);
             let s = _mm256_permutevar8x32_ps($sc[r], $lane);
-            $acc[r] = _mm256_fmadd_ps(s, _mm256_cvtepi32_ps(isum), $acc[r]);
+            $acc[r][$k] = _mm256_fmadd_ps(s, _mm256_cvtepi32_ps(isum), $acc[r][$k]);
         }
     }};
     (@isum false, $q:ident, $y:expr) => {
@@ -244,6 +250,7 @@ macro_rules! kernel_rows {
 kernel_rows!(
     /// Q4_0 × Q8_0, `N` rows: `w = q − 8` signed.
     q4_0_avx2_rows,
+    q4_0_avx2,
     BlockQ4_0,
     BlockQ8_0x,
     q4_0_w,
@@ -252,6 +259,7 @@ kernel_rows!(
 kernel_rows!(
     /// Q5_0 × Q8_0, `N` rows: `w = q − 16` signed, the fifth bit from `qh`.
     q5_0_avx2_rows,
+    q5_0_avx2,
     BlockQ5_0,
     BlockQ8_0x,
     q5_0_w,
@@ -260,6 +268,7 @@ kernel_rows!(
 kernel_rows!(
     /// Q8_0 × Q8_0, `N` rows.
     q8_0_avx2_rows,
+    q8_0_avx2,
     BlockQ8_0,
     BlockQ8_0x,
     q8_0_w,
@@ -268,6 +277,7 @@ kernel_rows!(
 kernel_rows!(
     /// Q4_1 × Q8_1, `N` rows: unsigned nibbles plus `m_w · s_a`.
     q4_1_avx2_rows,
+    q4_1_avx2,
     BlockQ4_1,
     BlockQ8_1x,
     q4_1_q,
@@ -276,6 +286,7 @@ kernel_rows!(
 kernel_rows!(
     /// Q5_1 × Q8_1, `N` rows: unsigned 5-bit quants plus `m_w · s_a`.
     q5_1_avx2_rows,
+    q5_1_avx2,
     BlockQ5_1,
     BlockQ8_1x,
     q5_1_q,
