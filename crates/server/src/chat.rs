@@ -381,7 +381,10 @@ impl StreamState {
 
     fn handle(&mut self, msg: Msg) {
         let index = match run::apply(&self.state, &mut self.accs, self.started, &msg) {
-            Ok(i) => i,
+            Ok(i) => {
+                self.log.update(&self.accs);
+                i
+            }
             Err(e) => {
                 self.out
                     .push_back(SseEvent::default().data(e.body().to_string()));
@@ -455,8 +458,6 @@ impl StreamState {
                 self.out.push_back(ev);
                 if self.accs.iter().all(|a| a.finish.is_some()) {
                     self.log.finished = true;
-                    self.log.completion_tokens =
-                        self.accs.iter().map(|a| a.completion_tokens).sum();
                     if self.ctx.include_usage {
                         let usage = Usage::of(&self.accs, self.accs.len()).json();
                         let ev = self.chunk(Vec::new(), Some(usage));
@@ -480,7 +481,7 @@ fn stream(
     started: Instant,
 ) -> impl IntoResponse {
     let mut st = StreamState {
-        state,
+        state: state.clone(),
         ctx,
         rx,
         _running: running,
@@ -489,7 +490,7 @@ fn stream(
         started,
         out: VecDeque::new(),
         finished: false,
-        log: run::StreamLog::new("/v1/chat/completions", started),
+        log: run::StreamLog::new("/v1/chat/completions", started, state.clone()),
     };
     // The first chunk of each choice carries the role, as OpenAI's do.
     for i in 0..n {

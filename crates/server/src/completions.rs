@@ -281,7 +281,10 @@ impl StreamState {
 
     fn handle(&mut self, msg: Msg) {
         let index = match run::apply(&self.state, &mut self.accs, self.started, &msg) {
-            Ok(i) => i,
+            Ok(i) => {
+                self.log.update(&self.accs);
+                i
+            }
             Err(e) => {
                 self.out
                     .push_back(SseEvent::default().data(e.body().to_string()));
@@ -305,8 +308,6 @@ impl StreamState {
                 self.out.push_back(ev);
                 if self.accs.iter().all(|a| a.finish.is_some()) {
                     self.log.finished = true;
-                    self.log.completion_tokens =
-                        self.accs.iter().map(|a| a.completion_tokens).sum();
                     if self.ctx.include_usage {
                         let usage = Usage::of(&self.accs, self.ctx.n).json();
                         let ev = self.chunk(Vec::new(), Some(usage));
@@ -330,7 +331,7 @@ fn stream(
     started: Instant,
 ) -> impl IntoResponse {
     let mut st = StreamState {
-        state,
+        state: state.clone(),
         ctx,
         rx,
         _running: running,
@@ -339,7 +340,7 @@ fn stream(
         started,
         out: VecDeque::new(),
         finished: false,
-        log: run::StreamLog::new("/v1/completions", started),
+        log: run::StreamLog::new("/v1/completions", started, state.clone()),
     };
     if st.ctx.echo {
         for i in 0..total {

@@ -40,12 +40,14 @@ impl Finish {
 
 #[derive(Debug, Clone)]
 pub enum Msg {
-    /// New text (either part may be empty) for choice `index`; sent for every token.
+    /// New text (either part may be empty) for choice `index`; sent for every token
+    /// (`token`), and once more at the end when held-back text remains.
     Delta {
         index: usize,
         reasoning: String,
         content: String,
         logprobs: Option<TokenLogprob>,
+        token: bool,
     },
     Done {
         index: usize,
@@ -180,6 +182,7 @@ impl SinkState {
                     reasoning,
                     content,
                     logprobs,
+                    token: true,
                 });
                 if sent.is_err() {
                     // Nobody listens any more: the client left.
@@ -212,6 +215,7 @@ impl SinkState {
                         reasoning,
                         content,
                         logprobs: None,
+                        token: false,
                     });
                 }
                 let finish = if self.stop.matched() {

@@ -59,6 +59,8 @@ pub struct ChoiceAcc {
     pub cached_tokens: usize,
     pub completion_tokens: usize,
     pub first_token: Option<Instant>,
+    /// Tokens reported so far (`completion_tokens` is set when the choice finishes).
+    pub tokens_seen: usize,
 }
 
 /// Usage summed over choices; the prompt is counted once per distinct prompt
@@ -106,9 +108,11 @@ pub fn apply(
             reasoning,
             content,
             logprobs,
+            token,
         } => {
             if let Some(a) = accs.get_mut(*index) {
                 a.first_token.get_or_insert_with(Instant::now);
+                a.tokens_seen += usize::from(*token);
                 a.reasoning.push_str(reasoning);
                 a.content.push_str(content);
                 if let Some(lp) = logprobs {
@@ -221,21 +225,52 @@ pub struct StreamLog {
     pub started: Instant,
     pub completion_tokens: usize,
     pub finished: bool,
+    /// The server's state, to count the tokens of choices cut short by a client that left
+    /// (their `Done` finds nobody listening, so [`apply`] never counts them).
+    state: AppState,
+    /// Tokens of the choices not finished yet.
+    unfinished_tokens: usize,
 }
 
 impl StreamLog {
-    pub fn new(path: &'static str, started: Instant) -> StreamLog {
+    pub fn new(path: &'static str, started: Instant, state: AppState) -> StreamLog {
         StreamLog {
             path,
             started,
             completion_tokens: 0,
             finished: false,
+            state,
+            unfinished_tokens: 0,
         }
+    }
+
+    /// Take the token counts from the choices after each message.
+    pub fn update(&mut self, accs: &[ChoiceAcc]) {
+        self.completion_tokens = accs
+            .iter()
+            .map(|a| {
+                if a.finish.is_some() {
+                    a.completion_tokens
+                } else {
+                    a.tokens_seen
+                }
+            })
+            .sum();
+        self.unfinished_tokens = accs
+            .iter()
+            .filter(|a| a.finish.is_none())
+            .map(|a| a.tokens_seen)
+            .sum();
     }
 }
 
 impl Drop for StreamLog {
     fn drop(&mut self) {
+        if !self.finished && self.unfinished_tokens > 0 {
+            self.state
+                .metrics
+                .generation(0, 0, self.unfinished_tokens, None, None);
+        }
         tracing::info!(
             target: "mixture::serve",
             "POST {} 200 {:.1}ms stream, {} tokens{}",

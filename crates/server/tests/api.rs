@@ -388,6 +388,13 @@ async fn a_dropped_stream_cancels_its_request() {
     };
     let st = state_with(&path, ServerConfig::default(), sched(2, 8));
     let app = app(st.clone());
+    let get_metrics = || async {
+        let (s, t) = send(&app, Request::get("/metrics").body(Body::empty()).unwrap()).await;
+        assert_eq!(s, 200);
+        t
+    };
+    let gen = "mixture_generated_tokens_total";
+    let before = metric(&get_metrics().await, gen);
     let body_json = json!({
         "model": "default",
         "messages": [{"role": "user", "content": "Write a very long story about a dragon."}],
@@ -424,6 +431,9 @@ async fn a_dropped_stream_cancels_its_request() {
         }
     };
     idle(500).await;
+    // The tokens it streamed before the client left are counted.
+    let after = metric(&get_metrics().await, gen);
+    assert!(after > before, "generated tokens {before} -> {after}");
     // A non-streaming request whose handler future is dropped (the client went away).
     let mut nb = body_json.clone();
     nb["stream"] = json!(false);
