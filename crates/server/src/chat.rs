@@ -114,6 +114,7 @@ fn template_extra(f: &ChatFields, cap: Option<usize>) -> Result<(Value, bool), A
         extra.insert("enable_thinking".into(), Value::Bool(false));
     }
     let tool_choice_none = matches!(&f.tool_choice, Some(Value::String(s)) if s == "none");
+    check_tool_choice(f)?;
     let mut with_tools = false;
     if let Some(tools) = &f.tools {
         for (i, t) in tools.iter().enumerate() {
@@ -133,6 +134,54 @@ fn template_extra(f: &ChatFields, cap: Option<usize>) -> Result<(Value, bool), A
         }
     }
     Ok((Value::Object(extra), with_tools))
+}
+
+/// `tool_choice` as OpenAI takes it: "none", "auto", "required", or
+/// `{"type": "function", "function": {"name": N}}` naming one of `tools`.
+fn check_tool_choice(f: &ChatFields) -> Result<(), ApiError> {
+    let Some(choice) = &f.tool_choice else {
+        return Ok(());
+    };
+    let names: Vec<&str> = f
+        .tools
+        .iter()
+        .flatten()
+        .filter_map(|t| t.get("function")?.get("name")?.as_str())
+        .collect();
+    match choice {
+        Value::String(s) if s == "none" || s == "auto" => Ok(()),
+        Value::String(s) if s == "required" && !names.is_empty() => Ok(()),
+        Value::String(s) if s == "required" => Err(ApiError::param(
+            "tool_choice",
+            "tool_choice \"required\" needs tools",
+        )),
+        Value::Object(o) => {
+            let name = o
+                .get("function")
+                .and_then(|f| f.get("name"))
+                .and_then(Value::as_str);
+            match name {
+                Some(n) if o.get("type").and_then(Value::as_str) == Some("function") => {
+                    if names.contains(&n) {
+                        Ok(())
+                    } else {
+                        Err(ApiError::param(
+                            "tool_choice",
+                            format!("tool_choice names the function `{n}`, which is not in tools"),
+                        ))
+                    }
+                }
+                _ => Err(ApiError::param(
+                    "tool_choice",
+                    "tool_choice must be {\"type\": \"function\", \"function\": {\"name\": ...}}",
+                )),
+            }
+        }
+        _ => Err(ApiError::param(
+            "tool_choice",
+            "tool_choice must be \"none\", \"auto\", \"required\" or a named function",
+        )),
+    }
 }
 
 struct Prepared {

@@ -27,7 +27,8 @@
 //!   Hermes/Qwen; `mixture_engine::toolcalls`) into `tool_calls` with ids `call_<n>` and
 //!   `finish_reason: "tool_calls"`; a call cut by `max_tokens` gives `"length"` and is not
 //!   reported. Streams send content up to where a call may begin and the rest, with the calls,
-//!   when the choice ends. `tool_choice: "required"` or a named function is not enforced.
+//!   when the choice ends. `tool_choice` is checked ("none", "auto", "required" with tools, or a function among
+//!   `tools`; else 400), but "required" or a named function is not enforced on the output.
 //! - `response_format` `json_object` / `json_schema` constrain decoding from the first token
 //!   (`mixture_engine::constrain`), so a thinking model does not think first.
 //! - Completions: `prompt` may be a string, a list of strings, token ids or lists of ids

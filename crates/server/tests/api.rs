@@ -142,6 +142,29 @@ async fn bad_requests_are_4xx_with_openai_errors_while_others_succeed() {
         ),
         ("/v1/chat/completions", "x".repeat(70 << 10), 413, None),
         (
+            "/v1/chat/completions",
+            chat_body(
+                "hi",
+                json!({"tools": [{"type": "function", "function": {"name": "f"}}],
+                       "tool_choice": {"type": "function", "function": {"name": "g"}}}),
+            )
+            .to_string(),
+            400,
+            Some("tool_choice"),
+        ),
+        (
+            "/v1/chat/completions",
+            chat_body("hi", json!({"tool_choice": "required"})).to_string(),
+            400,
+            Some("tool_choice"),
+        ),
+        (
+            "/v1/chat/completions",
+            chat_body("hi", json!({"tool_choice": "sometimes"})).to_string(),
+            400,
+            Some("tool_choice"),
+        ),
+        (
             "/v1/completions",
             json!({"model": MODEL}).to_string(),
             400,
