@@ -108,30 +108,19 @@ fn many_jobs_equal_the_reference_one_by_one() {
 fn row_dots_give_each_token_its_bits_alone() {
     let rows = 19;
     // 608 = 19 blocks of 32: groups of four plus leftovers in the 32-element kernels.
-    for (i, (d, k)) in [
-        DType::Q4_0,
-        DType::Q4_1,
-        DType::Q5_0,
-        DType::Q5_1,
-        DType::Q8_0,
-        DType::Q2K,
-        DType::Q3K,
-        DType::Q4K,
-        DType::Q5K,
-        DType::Q6K,
-        DType::F16,
-        DType::F32,
-    ]
-    .into_iter()
-    .flat_map(|d| {
-        let ks: &[usize] = if d.block_size() == 256 {
-            &[512]
-        } else {
-            &[512, 608]
-        };
-        ks.iter().map(move |&k| (d, k))
-    })
-    .enumerate()
+    // Every integer format, and the float ones the models store.
+    for (i, (d, k)) in DType::ALL
+        .into_iter()
+        .filter(|d| d.is_quantized_for_dot() || matches!(d, DType::F16 | DType::F32))
+        .flat_map(|d| {
+            let ks: &[usize] = if d.block_size() == 256 {
+                &[512]
+            } else {
+                &[512, 608]
+            };
+            ks.iter().map(move |&k| (d, k))
+        })
+        .enumerate()
     {
         let wb = weight(d, rows, k, 11 + i as u64);
         let w = WeightRef::new(d, rows, k, &wb).unwrap();
