@@ -196,7 +196,7 @@ pub(super) unsafe fn f16_at(p: *const u8) -> f32 {
 /// `d · da` and `dmin · da` from the f16 pair at `p`, each broadcast to 8 lanes.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn dd_pair(p: *const u8, da: f32) -> (__m256, __m256) {
+pub(super) unsafe fn dd_pair(p: *const u8, da: f32) -> (__m256, __m256) {
     let v = _mm_cvtph_ps(_mm_cvtsi32_si128(read_unaligned(p as *const i32)));
     let v = _mm256_castps128_ps256(_mm_mul_ps(v, _mm_set1_ps(da)));
     (
@@ -232,7 +232,7 @@ pub(super) unsafe fn dot_scaled(q: __m256i, a: *const i8, s: __m256i) -> __m256i
 
 /// Q4_K: nibbles of each 32-byte chunk are two 32-element sub-blocks; scales by vpshufb.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q4k_avx2(w: &[u8], a: &[BlockQ8Kx]) -> f32 {
+pub(super) unsafe fn q4k_avx2(w: &[u8], a: &[BlockQ8Kx]) -> f32 {
     const BB: usize = size_of::<BlockQ4K>();
     check_row(w, BB, a.len());
     let m4 = _mm256_set1_epi8(0x0f);
@@ -267,7 +267,7 @@ unsafe fn q4k_avx2(w: &[u8], a: &[BlockQ8Kx]) -> f32 {
 
 /// Q5_K: Q4_K plus the fifth bits, walked two bits of `qh` per 32-byte chunk.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q5k_avx2(w: &[u8], a: &[BlockQ8Kx]) -> f32 {
+pub(super) unsafe fn q5k_avx2(w: &[u8], a: &[BlockQ8Kx]) -> f32 {
     const BB: usize = size_of::<BlockQ5K>();
     check_row(w, BB, a.len());
     let m4 = _mm256_set1_epi8(0x0f);

@@ -15,8 +15,8 @@
 //! kernels only in the order f32 terms are added.
 
 use super::kquants::{
-    check_row, cst, dot512, dot_scaled, f16_at, hsum, k4_scales, ld, ld512, perm, prefetch_ahead,
-    twice, BCAST_PAIR, BCAST_SAME, PERM_K16, PERM_K4,
+    check_row, cst, dd_pair, dot512, dot_scaled, f16_at, hsum, k4_scales, ld, ld512, perm,
+    prefetch_ahead, twice, BCAST_PAIR, BCAST_SAME, PERM_K16, PERM_K4,
 };
 use crate::qdot::{BlockQ8Kx, DotTable, Isa};
 use crate::quants::{BlockQ4K, BlockQ5K, BlockQ6K};
@@ -314,15 +314,15 @@ unsafe fn k4_avx2_n<const N: usize, const Q5: bool>(w: &[u8], a: &[BlockQ8Kx], o
                 *isum = _mm256_add_epi32(*isum, p);
             }
         }
-        let dw = _mm256_set1_ps(f16_at(b));
-        let dmin = _mm256_set1_ps(f16_at(b.add(2)));
         let m16 = mins16(mn);
+        // Per row as the single-row kernels: `acc += isum · (d_w d_a) − mins · (dmin_w d_a)`,
+        // so a row gets the same bits from either.
         for (r, (acc, isum)) in acc.iter_mut().zip(isum).enumerate() {
             let y = &*a.as_ptr().add(r * nb + i);
+            let (dd, dm) = dd_pair(b, y.d);
             let mins = _mm256_cvtepi32_ps(_mm256_madd_epi16(bsums(y), m16));
-            let t = _mm256_mul_ps(_mm256_cvtepi32_ps(isum), dw);
-            let t = _mm256_fnmadd_ps(mins, dmin, t);
-            *acc = _mm256_fmadd_ps(t, _mm256_set1_ps(y.d), *acc);
+            *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), dd, *acc);
+            *acc = _mm256_fnmadd_ps(mins, dm, *acc);
         }
     }
     for (o, acc) in out.iter_mut().zip(acc) {
@@ -402,7 +402,8 @@ unsafe fn q4k_avx2_rows(w: &[u8], a: &[BlockQ8Kx], out: &mut [f32]) {
         4 => k4_avx2_n::<4, false>(w, a, out),
         3 => k4_avx2_n::<3, false>(w, a, out),
         2 => k4_avx2_n::<2, false>(w, a, out),
-        1 => k4_avx2_n::<1, false>(w, a, out),
+        // The single-row kernel: the same sums in the same order.
+        1 => out[0] = super::kquants::q4k_avx2(w, a),
         n => panic!("multi-row kernel called for {n} rows"),
     }
 }
@@ -413,7 +414,7 @@ unsafe fn q5k_avx2_rows(w: &[u8], a: &[BlockQ8Kx], out: &mut [f32]) {
         4 => k4_avx2_n::<4, true>(w, a, out),
         3 => k4_avx2_n::<3, true>(w, a, out),
         2 => k4_avx2_n::<2, true>(w, a, out),
-        1 => k4_avx2_n::<1, true>(w, a, out),
+        1 => out[0] = super::kquants::q5k_avx2(w, a),
         n => panic!("multi-row kernel called for {n} rows"),
     }
 }
