@@ -32,10 +32,19 @@ fn weight(t: DType, rows: usize, k: usize, seed: u64) -> Vec<u8> {
             }
         }
         _ => {
-            // The scale fields sit at offset 0 (and 2) for these formats.
+            // Each format's f16 scale fields (random bytes there could be NaN or huge).
+            let fields: &[usize] = match t {
+                DType::Q2K => &[80, 82],
+                DType::Q3K => &[108],
+                DType::Q6K => &[208],
+                DType::Q4_0 | DType::Q5_0 | DType::Q8_0 => &[0],
+                _ => &[0, 2],
+            };
             for b in w.chunks_exact_mut(bb) {
-                b[0..2].copy_from_slice(&f16::from_f32(0.01).to_le_bytes());
-                b[2..4].copy_from_slice(&f16::from_f32(-0.02).to_le_bytes());
+                for (j, &at) in fields.iter().enumerate() {
+                    let v = if j == 0 { 0.01 } else { -0.02 };
+                    b[at..at + 2].copy_from_slice(&f16::from_f32(v).to_le_bytes());
+                }
             }
         }
     }
@@ -145,7 +154,7 @@ fn row_dots_give_each_token_its_bits_alone() {
                     out: &mut one,
                 }])
                 .unwrap();
-                // Bits, not values: random K-quant scale fields can make NaN rows.
+                assert!(one.iter().all(|v| v.is_finite()), "{d:?}: {one:?}");
                 let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<u32>>();
                 assert_eq!(
                     bits(&one),

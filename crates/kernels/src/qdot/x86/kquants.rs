@@ -314,7 +314,7 @@ pub(super) unsafe fn q5k_avx2(w: &[u8], a: &[BlockQ8Kx]) -> f32 {
 /// Q6_K: 6-bit quants as unsigned 0..64 (nibble | two high bits << 4); the offset 32 comes
 /// back as `32 Σ sc · bsums`.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q6k_avx2(w: &[u8], a: &[BlockQ8Kx]) -> f32 {
+pub(super) unsafe fn q6k_avx2(w: &[u8], a: &[BlockQ8Kx]) -> f32 {
     const BB: usize = size_of::<BlockQ6K>();
     check_row(w, BB, a.len());
     let m4 = _mm256_set1_epi8(0x0f);

@@ -384,11 +384,12 @@ unsafe fn q6k_avx2_n<const N: usize>(w: &[u8], a: &[BlockQ8Kx], out: &mut [f32])
                 }
             }
         }
-        let dw = _mm256_set1_ps(f16_at(b.add(offset_of!(BlockQ6K, d))));
+        let dw = f16_at(b.add(offset_of!(BlockQ6K, d)));
+        // Per row as the single-row kernel: `acc += isum · (d_a d_w)`, the same bits.
         for (r, (acc, isum)) in acc.iter_mut().zip(isum).enumerate() {
             let y = &*a.as_ptr().add(r * nb + i);
-            let t = _mm256_mul_ps(_mm256_cvtepi32_ps(isum), dw);
-            *acc = _mm256_fmadd_ps(t, _mm256_set1_ps(y.d), *acc);
+            let d = _mm256_set1_ps(y.d * dw);
+            *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), d, *acc);
         }
     }
     for (o, acc) in out.iter_mut().zip(acc) {
@@ -425,7 +426,7 @@ unsafe fn q6k_avx2_rows(w: &[u8], a: &[BlockQ8Kx], out: &mut [f32]) {
         4 => q6k_avx2_n::<4>(w, a, out),
         3 => q6k_avx2_n::<3>(w, a, out),
         2 => q6k_avx2_n::<2>(w, a, out),
-        1 => q6k_avx2_n::<1>(w, a, out),
+        1 => out[0] = super::kquants::q6k_avx2(w, a),
         n => panic!("multi-row kernel called for {n} rows"),
     }
 }
