@@ -299,7 +299,16 @@ async fn log_requests(State(state): State<AppState>, req: Request, next: Next) -
     let start = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
+    // A client that leaves before the response drops this future at the await below; the
+    // guard still logs the request and counts it with nginx's status 499.
+    let mut left = ClientLeft {
+        state: Some(state.clone()),
+        method: method.clone(),
+        path: path.clone(),
+        start,
+    };
     let mut resp = next.run(req).await;
+    left.state = None;
     if resp.status() == StatusCode::PAYLOAD_TOO_LARGE
         && resp.headers().get(axum::http::header::CONTENT_TYPE)
             != Some(&HeaderValue::from_static("application/json"))
@@ -307,14 +316,7 @@ async fn log_requests(State(state): State<AppState>, req: Request, next: Next) -
         resp = ApiError::too_large(state.config.body_limit).into_response();
     }
     let status = resp.status().as_u16();
-    let endpoint = match path.as_str() {
-        "/v1/chat/completions" | "/v1/completions" | "/v1/models" | "/health" | "/metrics" => {
-            path.as_str()
-        }
-        p if p.starts_with("/v1/models/") => "/v1/models/{id}",
-        _ => "other",
-    };
-    state.metrics.request(endpoint, status);
+    state.metrics.request(endpoint_of(&path), status);
     let streaming = resp.headers().get(axum::http::header::CONTENT_TYPE)
         == Some(&HeaderValue::from_static("text/event-stream"));
     if !streaming {
@@ -325,6 +327,39 @@ async fn log_requests(State(state): State<AppState>, req: Request, next: Next) -
         );
     }
     resp
+}
+
+/// The metrics label of a request path.
+fn endpoint_of(path: &str) -> &str {
+    match path {
+        "/v1/chat/completions" | "/v1/completions" | "/v1/models" | "/health" | "/metrics" => path,
+        p if p.starts_with("/v1/models/") => "/v1/models/{id}",
+        _ => "other",
+    }
+}
+
+/// Logs and counts a request whose client left before its response (see [`log_requests`]).
+struct ClientLeft {
+    /// `None` once the response exists.
+    state: Option<AppState>,
+    method: axum::http::Method,
+    path: String,
+    start: Instant,
+}
+
+impl Drop for ClientLeft {
+    fn drop(&mut self) {
+        if let Some(state) = self.state.take() {
+            state.metrics.request(endpoint_of(&self.path), 499);
+            tracing::info!(
+                target: "mixture::serve",
+                "{} {} 499 {:.1}ms, client left before the response",
+                self.method,
+                self.path,
+                self.start.elapsed().as_secs_f64() * 1e3
+            );
+        }
+    }
 }
 
 /// The application: routes, auth, body limit, CORS (only with `cors_origin`), logging.

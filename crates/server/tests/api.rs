@@ -466,6 +466,9 @@ async fn a_dropped_stream_cancels_its_request() {
     let r = tokio::time::timeout(std::time::Duration::from_millis(500), fut).await;
     assert!(r.is_err(), "2000 tokens cannot be done in 0.5 s");
     idle(1000).await;
+    // It is logged and counted with status 499 (client closed the request).
+    let left = "mixture_requests_total{endpoint=\"/v1/chat/completions\",status=\"499\"}";
+    assert_eq!(metric(&get_metrics().await, left), 1.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
