@@ -284,7 +284,12 @@ impl Worker {
                     it.cache.truncate(len);
                     let alone = catch_unwind(AssertUnwindSafe(|| {
                         threads::in_pool(|| {
-                            matmul::with_row_dots(|| model.forward(it.tokens, it.cache, it.logits))
+                            let run = || model.forward(it.tokens, it.cache, it.logits);
+                            if row_dots {
+                                matmul::with_row_dots(run)
+                            } else {
+                                run()
+                            }
                         })
                     }));
                     out[*slot] = Some(match alone {
