@@ -284,7 +284,7 @@ impl Worker {
                     it.cache.truncate(len);
                     let alone = catch_unwind(AssertUnwindSafe(|| {
                         threads::in_pool(|| {
-                            let run = || model.forward(it.tokens, it.cache, it.logits);
+                            let mut run = || model.forward(it.tokens, it.cache, it.logits);
                             if row_dots {
                                 matmul::with_row_dots(run)
                             } else {
