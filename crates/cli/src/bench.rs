@@ -164,6 +164,7 @@ pub fn bench(a: BenchArgs, n_threads: usize) -> Result<()> {
             "architecture": arch_name,
             "path": path.display().to_string(),
             "threads": n_threads,
+            "kernels": mixture_kernels::describe(),
             "n_prompt": a.n_prompt,
             "n_gen": a.n_gen,
             "repetitions": a.repetitions,
@@ -223,8 +224,9 @@ pub fn bench(a: BenchArgs, n_threads: usize) -> Result<()> {
         );
     }
     o += &format!(
-        "\nKV cache: {} per token (f32)\n",
-        human_bytes((fp.kv_values_per_token * 4) as f64)
+        "\nKV cache: {} per token (f32)\nkernels: {}\n",
+        human_bytes((fp.kv_values_per_token * 4) as f64),
+        mixture_kernels::describe()
     );
     crate::emit(&o);
     Ok(())

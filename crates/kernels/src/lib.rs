@@ -16,3 +16,15 @@ pub mod vecf32;
 
 pub use dtype::{DType, KernelError};
 pub use ops::WeightRef;
+
+/// The kernels this CPU runs, in words: the row dots' instruction set and which formats the
+/// tiled prefill kernel takes (for `bench` output and benchmark records).
+pub fn describe() -> String {
+    let isa = format!("{:?}", qdot::table().isa).to_lowercase();
+    let tiled = match gemm::Kernel::best() {
+        gemm::Kernel::Avx512 => "avx512 tiled prefill for every integer format",
+        gemm::Kernel::Avx2 => "avx2 tiled prefill for the K-quants",
+        gemm::Kernel::Scalar => "no tiled prefill",
+    };
+    format!("{isa} row dots, {tiled}")
+}
