@@ -274,8 +274,10 @@ for e in results:
         f"{bf} ({lbf})",
     ])
 w = [max(len(str(r[c])) for r in rows + [head]) for c in range(len(head))]
+kernels = next((e["mixture"]["kernels"] for e in results
+                if isinstance(e.get("mixture"), dict) and e["mixture"].get("kernels")), None)
 print(f"threads {threads}, repetitions {reps}, -p {npr} -n {ngen}; tokens/s mean ± stdev; "
-      f"ratio = mixture / llama.cpp; CPU: {cpu}")
+      f"ratio = mixture / llama.cpp; CPU: {cpu}" + (f"; mixture kernels: {kernels}" if kernels else ""))
 print(" | ".join(h.ljust(w[c]) for c, h in enumerate(head)))
 print("-+-".join("-" * x for x in w))
 for r in rows:
