@@ -311,11 +311,7 @@ unsafe fn kernel_k_avx2<const R: usize, const C: usize>(
     }
     for r in 0..R {
         for c in 0..C {
-            let v = facc[r][c];
-            let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-            let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-            let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
-            *out.ptr.add(c * out.ld + r) = _mm_cvtss_f32(s);
+            *out.ptr.add(c * out.ld + r) = crate::qdot::x86::hsum256(facc[r][c]);
         }
     }
 }

@@ -58,17 +58,17 @@ pub fn install(t: &mut DotTable, isa: Isa) {
 
 /// Little-endian integers at `p` (unaligned).
 #[inline(always)]
-pub(super) unsafe fn rd16(p: *const u8) -> i16 {
+unsafe fn rd16(p: *const u8) -> i16 {
     i16::from_le(read_unaligned(p as *const i16))
 }
 
 #[inline(always)]
-pub(super) unsafe fn rd32(p: *const u8) -> i32 {
+unsafe fn rd32(p: *const u8) -> i32 {
     i32::from_le(read_unaligned(p as *const i32))
 }
 
 #[inline(always)]
-pub(super) unsafe fn rd64(p: *const u8) -> i64 {
+unsafe fn rd64(p: *const u8) -> i64 {
     read_unaligned(p as *const i64)
 }
 
@@ -97,10 +97,59 @@ pub(super) unsafe fn min1(p: *const u8, sa: f32) -> f32 {
     _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(rd16(p) as i32))) * sa
 }
 
+/// The f16 `d` of four blocks (at `b`, `b + s`, `b + 2s`, `b + 3s`) as f32 in lanes 0..3.
+/// The single- and multi-row kernels load their scales through these four functions, so both
+/// multiply the same values (a row gets the same bits from either).
+#[inline]
+#[target_feature(enable = "avx2,f16c")]
+pub(super) unsafe fn w_d4(b: *const u8, s: usize) -> __m128 {
+    _mm_cvtph_ps(_mm_setr_epi16(
+        rd16(b),
+        rd16(b.add(s)),
+        rd16(b.add(2 * s)),
+        rd16(b.add(3 * s)),
+        0,
+        0,
+        0,
+        0,
+    ))
+}
+
+/// The activation scales `d` of four blocks from `y`, in lanes 0..3.
+#[inline]
+#[target_feature(enable = "avx2")]
+pub(super) unsafe fn a_d4(y: *const BlockQ8_0x) -> __m128 {
+    _mm_setr_ps((*y).d, (*y.add(1)).d, (*y.add(2)).d, (*y.add(3)).d)
+}
+
+/// The f16 pairs `d, m` of four blocks (at `b`, `b + s`, ...) as f32 lane pairs.
+#[inline]
+#[target_feature(enable = "avx2,f16c")]
+pub(super) unsafe fn w_dm4(b: *const u8, s: usize) -> __m256 {
+    _mm256_cvtph_ps(_mm_setr_epi32(
+        rd32(b),
+        rd32(b.add(s)),
+        rd32(b.add(2 * s)),
+        rd32(b.add(3 * s)),
+    ))
+}
+
+/// The activation pairs `d, s` of four blocks from `y`, as lane pairs.
+#[inline]
+#[target_feature(enable = "avx2")]
+pub(super) unsafe fn a_ds4(y: *const BlockQ8_1x) -> __m256 {
+    _mm256_castsi256_ps(_mm256_setr_epi64x(
+        rd64(y as *const u8),
+        rd64(y.add(1) as *const u8),
+        rd64(y.add(2) as *const u8),
+        rd64(y.add(3) as *const u8),
+    ))
+}
+
 /// Sum of the 8 lanes.
 #[inline]
 #[target_feature(enable = "avx2")]
-pub(super) unsafe fn hsum(v: __m256) -> f32 {
+pub(crate) unsafe fn hsum(v: __m256) -> f32 {
     let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     _mm_cvtss_f32(_mm_add_ss(s, _mm_shuffle_ps(s, s, 1)))
@@ -327,34 +376,11 @@ macro_rules! kernel_256 {
     };
     // [d_w d_a] of blocks 0..3 in lanes 0..3.
     (@scales false, $b:ident, $y:ident, $s:ident, $mins:ident) => {{
-        let d = _mm_setr_epi16(
-            rd16($b),
-            rd16($b.add($s)),
-            rd16($b.add(2 * $s)),
-            rd16($b.add(3 * $s)),
-            0,
-            0,
-            0,
-            0,
-        );
-        let da = _mm_setr_ps((*$y).d, (*$y.add(1)).d, (*$y.add(2)).d, (*$y.add(3)).d);
-        _mm256_castps128_ps256(_mm_mul_ps(_mm_cvtph_ps(d), da))
+        _mm256_castps128_ps256(_mm_mul_ps(w_d4($b, $s), a_d4($y)))
     }};
     // [d_w d_a, m_w s_a] of blocks 0..3 in lane pairs; the odd lanes go to `mins`.
     (@scales true, $b:ident, $y:ident, $s:ident, $mins:ident) => {{
-        let dm = _mm_setr_epi32(
-            rd32($b),
-            rd32($b.add($s)),
-            rd32($b.add(2 * $s)),
-            rd32($b.add(3 * $s)),
-        );
-        let ds = _mm256_castsi256_ps(_mm256_setr_epi64x(
-            rd64($y as *const u8),
-            rd64($y.add(1) as *const u8),
-            rd64($y.add(2) as *const u8),
-            rd64($y.add(3) as *const u8),
-        ));
-        let p = _mm256_mul_ps(_mm256_cvtph_ps(dm), ds);
+        let p = _mm256_mul_ps(w_dm4($b, $s), a_ds4($y));
         $mins = _mm256_add_ps($mins, p);
         p
     }};

@@ -15,8 +15,8 @@
 
 use super::kquants::check_row;
 use super::legacy::{
-    acts, dot_avx2, high_bits_avx2, hsum, hsum128, min1, nibbles, prefetch, q4_0_avx2, q4_1_avx2,
-    q5_0_avx2, q5_1_avx2, q8_0_avx2, rd16, rd32, rd64, scale1,
+    a_d4, a_ds4, acts, dot_avx2, high_bits_avx2, hsum, hsum128, min1, nibbles, prefetch, q4_0_avx2,
+    q4_1_avx2, q5_0_avx2, q5_1_avx2, q8_0_avx2, scale1, w_d4, w_dm4,
 };
 use crate::qdot::{BlockQ8_0x, BlockQ8_1x, DotTable, Isa};
 use crate::quants::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0};
@@ -149,46 +149,22 @@ macro_rules! kernel_rows {
             }
         }
     };
-    // Per row, [d_w d_a] of blocks i..i+4 in lanes 0..3.
+    // Per row, [d_w d_a] of blocks i..i+4 in lanes 0..3 (the weights' scales converted once).
     (@scales false, $b:ident, $ap:ident, $i:expr, $nb:ident, $s:ident, $mins:ident, $n:ident) => {{
-        let d = _mm_setr_epi16(
-            rd16($b),
-            rd16($b.add($s)),
-            rd16($b.add(2 * $s)),
-            rd16($b.add(3 * $s)),
-            0,
-            0,
-            0,
-            0,
-        );
-        let dw = _mm_cvtph_ps(d);
+        let dw = w_d4($b, $s);
         let mut sc = [_mm256_setzero_ps(); $n];
         for (r, sc) in sc.iter_mut().enumerate() {
-            let y = $ap.add(r * $nb + $i);
-            let da = _mm_setr_ps((*y).d, (*y.add(1)).d, (*y.add(2)).d, (*y.add(3)).d);
-            *sc = _mm256_castps128_ps256(_mm_mul_ps(dw, da));
+            *sc = _mm256_castps128_ps256(_mm_mul_ps(dw, a_d4($ap.add(r * $nb + $i))));
         }
         sc
     }};
     // Per row, [d_w d_a, m_w s_a] of blocks i..i+4 in lane pairs; the odd lanes add up in
     // that row's `mins`.
     (@scales true, $b:ident, $ap:ident, $i:expr, $nb:ident, $s:ident, $mins:ident, $n:ident) => {{
-        let dm = _mm256_cvtph_ps(_mm_setr_epi32(
-            rd32($b),
-            rd32($b.add($s)),
-            rd32($b.add(2 * $s)),
-            rd32($b.add(3 * $s)),
-        ));
+        let dm = w_dm4($b, $s);
         let mut sc = [_mm256_setzero_ps(); $n];
         for (r, sc) in sc.iter_mut().enumerate() {
-            let y = $ap.add(r * $nb + $i);
-            let ds = _mm256_castsi256_ps(_mm256_setr_epi64x(
-                rd64(y as *const u8),
-                rd64(y.add(1) as *const u8),
-                rd64(y.add(2) as *const u8),
-                rd64(y.add(3) as *const u8),
-            ));
-            let p = _mm256_mul_ps(dm, ds);
+            let p = _mm256_mul_ps(dm, a_ds4($ap.add(r * $nb + $i)));
             $mins[r] = _mm256_add_ps($mins[r], p);
             *sc = p;
         }

@@ -10,6 +10,10 @@ mod legacy;
 #[cfg(target_arch = "x86_64")]
 mod legacy_n;
 
+/// Sum of a 256-bit register's 8 f32 lanes (AVX2), for the kernels outside `qdot` too.
+#[cfg(target_arch = "x86_64")]
+pub(crate) use legacy::hsum as hsum256;
+
 use super::{DotTable, Isa};
 
 pub fn has_avx2() -> bool {
