@@ -258,15 +258,17 @@ fn metric(text: &str, line_prefix: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// The `/metrics` page.
+async fn metrics_text(app: &axum::Router) -> String {
+    let (s, t) = send(app, Request::get("/metrics").body(Body::empty()).unwrap()).await;
+    assert_eq!(s, 200);
+    t
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_counters_move() {
     let app = app(state(ServerConfig::default()));
-    let get_metrics = || async {
-        let (s, t) = send(&app, Request::get("/metrics").body(Body::empty()).unwrap()).await;
-        assert_eq!(s, 200);
-        t
-    };
-    let before = get_metrics().await;
+    let before = metrics_text(&app).await;
     let (_, v) = post_json(
         &app,
         "/v1/chat/completions",
@@ -274,7 +276,7 @@ async fn metrics_counters_move() {
     )
     .await;
     let _ = post_json(&app, "/v1/chat/completions", &json!({"model": MODEL})).await;
-    let after = get_metrics().await;
+    let after = metrics_text(&app).await;
     let ok = "mixture_requests_total{endpoint=\"/v1/chat/completions\",status=\"200\"}";
     let bad = "mixture_requests_total{endpoint=\"/v1/chat/completions\",status=\"400\"}";
     assert_eq!(metric(&after, ok), metric(&before, ok) + 1.0);
@@ -379,9 +381,13 @@ async fn a_full_queue_answers_429() {
     assert!(ok);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn serve_shuts_down_cleanly_with_a_stream_open() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+/// `serve` on a free loopback port with the default config: its address, the trigger that
+/// shuts it down, and its task.
+async fn serve_on_loopback() -> (
+    std::net::SocketAddr,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+) {
     let st = state(ServerConfig::default());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -389,6 +395,13 @@ async fn serve_shuts_down_cleanly_with_a_stream_open() {
     let server = tokio::spawn(mixture_server::serve(listener, st, async move {
         let _ = stop_rx.await;
     }));
+    (addr, stop_tx, server)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_shuts_down_cleanly_with_a_stream_open() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (addr, stop_tx, server) = serve_on_loopback().await;
     let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
     let body = chat_body("go on", json!({"max_tokens": 200, "stream": true})).to_string();
     let req = format!(
@@ -411,13 +424,8 @@ async fn a_dropped_stream_cancels_its_request() {
     };
     let st = state_with(&path, ServerConfig::default(), sched(2, 8));
     let app = app(st.clone());
-    let get_metrics = || async {
-        let (s, t) = send(&app, Request::get("/metrics").body(Body::empty()).unwrap()).await;
-        assert_eq!(s, 200);
-        t
-    };
     let gen = "mixture_generated_tokens_total";
-    let before = metric(&get_metrics().await, gen);
+    let before = metric(&metrics_text(&app).await, gen);
     let body_json = json!({
         "model": "default",
         "messages": [{"role": "user", "content": "Write a very long story about a dragon."}],
@@ -455,7 +463,7 @@ async fn a_dropped_stream_cancels_its_request() {
     };
     idle(500).await;
     // The tokens it streamed before the client left are counted.
-    let after = metric(&get_metrics().await, gen);
+    let after = metric(&metrics_text(&app).await, gen);
     assert!(after > before, "generated tokens {before} -> {after}");
     // A non-streaming request whose handler future is dropped (the client went away).
     let mut nb = body_json.clone();
@@ -468,7 +476,7 @@ async fn a_dropped_stream_cancels_its_request() {
     idle(1000).await;
     // It is logged and counted with status 499 (client closed the request).
     let left = "mixture_requests_total{endpoint=\"/v1/chat/completions\",status=\"499\"}";
-    assert_eq!(metric(&get_metrics().await, left), 1.0);
+    assert_eq!(metric(&metrics_text(&app).await, left), 1.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -514,13 +522,7 @@ async fn cors_only_when_asked() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_does_not_wait_forever_on_a_stalled_client() {
     use tokio::io::AsyncWriteExt;
-    let st = state(ServerConfig::default());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(mixture_server::serve(listener, st, async move {
-        let _ = stop_rx.await;
-    }));
+    let (addr, stop_tx, server) = serve_on_loopback().await;
     // Headers promising a body that never comes: the connection is busy, not idle.
     let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
     conn.write_all(
