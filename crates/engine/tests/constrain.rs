@@ -15,6 +15,16 @@ use std::time::{Duration, Instant};
 // ---------------------------------------------------------------------------------------
 // An independent validator for the schema subset (over parsed values, no grammar).
 
+/// The token ids the constraint allows now.
+fn allowed_ids(c: &mut JsonConstraint) -> Vec<u32> {
+    c.allowed()
+        .iter()
+        .enumerate()
+        .filter(|(_, a)| **a)
+        .map(|(i, _)| i as u32)
+        .collect()
+}
+
 fn resolve<'a>(root: &'a Value, r: &str) -> &'a Value {
     if r == "#" {
         return root;
@@ -291,13 +301,7 @@ fn random_walks(
         let mut finished = false;
         for _ in 0..max_steps {
             let t0 = Instant::now();
-            let allowed: Vec<u32> = c
-                .allowed()
-                .iter()
-                .enumerate()
-                .filter(|(_, a)| **a)
-                .map(|(i, _)| i as u32)
-                .collect();
+            let allowed = allowed_ids(&mut c);
             let dt = t0.elapsed();
             st.mask_time += dt;
             if dt > st.max_mask {
@@ -684,13 +688,7 @@ fn complete_value_allows_only_stop_tokens() {
         .unwrap();
     c.accept(t).unwrap();
     assert!(c.is_complete());
-    let allowed: Vec<u32> = c
-        .allowed()
-        .iter()
-        .enumerate()
-        .filter(|(_, a)| **a)
-        .map(|(i, _)| i as u32)
-        .collect();
+    let allowed = allowed_ids(&mut c);
     assert_eq!(allowed, vec![EOS]);
     let mut logits = vec![1.0f32; vocab.len() + 3];
     c.mask(&mut logits);
@@ -864,13 +862,7 @@ fn nesting_cap_never_leaves_an_empty_mask() {
         .unwrap();
     let mut depth = 0;
     loop {
-        let allowed: Vec<u32> = c
-            .allowed()
-            .iter()
-            .enumerate()
-            .filter(|(_, a)| **a)
-            .map(|(i, _)| i as u32)
-            .collect();
+        let allowed = allowed_ids(&mut c);
         assert!(!allowed.is_empty());
         if allowed.contains(&open) {
             c.accept(open).unwrap();
