@@ -49,6 +49,10 @@ pub fn install(t: &mut DotTable, isa: Isa) {
             t.q8_0 = q8_0_vnni;
             t.q4_1 = q4_1_avx512;
             t.q5_1 = q5_1_avx512;
+            t.n.q4_0 = Some(q4_0_avx512_rows);
+            t.n.q5_0 = Some(q5_0_avx512_rows);
+            t.n.q4_1 = Some(q4_1_avx512_rows);
+            t.n.q5_1 = Some(q5_1_avx512_rows);
         }
     }
 }
@@ -549,42 +553,58 @@ unsafe fn dot_off2(q: __m512i, y: __m512i, o: u8) -> __m512i {
     )
 }
 
-// Per format: blocks `b` and the next against activation blocks `y` and the next (pointers to
-// their quants), exact i32 lanes.
+// Per format: blocks `b` and the next as unsigned bytes (`_w2`), and those bytes against the
+// activation quants at `y` and the next block's (`_isum2`), exact i32 lanes. The unpacking
+// depends on the weights only, so the multi-row kernels do it once for every row.
 
 #[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-unsafe fn q4_0_isum2(b: *const u8, y: *const i8) -> __m512i {
-    const S: usize = size_of::<BlockQ4_0>();
-    let q = nibbles2(b.add(offset_of!(BlockQ4_0, qs)), S);
-    dot_off2(q, load2(y as *const u8, size_of::<BlockQ8_0x>()), 8)
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn q4_0_w2(b: *const u8) -> __m512i {
+    nibbles2(b.add(offset_of!(BlockQ4_0, qs)), size_of::<BlockQ4_0>())
 }
 
 #[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-unsafe fn q4_1_isum2(b: *const u8, y: *const i8) -> __m512i {
-    const S: usize = size_of::<BlockQ4_1>();
-    let q = nibbles2(b.add(offset_of!(BlockQ4_1, qs)), S);
-    dot2(q, load2(y as *const u8, size_of::<BlockQ8_1x>()))
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn q4_1_w2(b: *const u8) -> __m512i {
+    nibbles2(b.add(offset_of!(BlockQ4_1, qs)), size_of::<BlockQ4_1>())
 }
 
 #[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-unsafe fn q5_0_isum2(b: *const u8, y: *const i8) -> __m512i {
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn q5_0_w2(b: *const u8) -> __m512i {
     const S: usize = size_of::<BlockQ5_0>();
     let q = nibbles2(b.add(offset_of!(BlockQ5_0, qs)), S);
     let h = high_bits2(b.add(offset_of!(BlockQ5_0, qh)), S);
-    let q = _mm512_mask_add_epi8(q, h, q, _mm512_set1_epi8(0x10));
-    dot_off2(q, load2(y as *const u8, size_of::<BlockQ8_0x>()), 16)
+    _mm512_mask_add_epi8(q, h, q, _mm512_set1_epi8(0x10))
 }
 
 #[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-unsafe fn q5_1_isum2(b: *const u8, y: *const i8) -> __m512i {
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn q5_1_w2(b: *const u8) -> __m512i {
     const S: usize = size_of::<BlockQ5_1>();
     let q = nibbles2(b.add(offset_of!(BlockQ5_1, qs)), S);
     let h = high_bits2(b.add(offset_of!(BlockQ5_1, qh)), S);
-    let q = _mm512_mask_add_epi8(q, h, q, _mm512_set1_epi8(0x10));
+    _mm512_mask_add_epi8(q, h, q, _mm512_set1_epi8(0x10))
+}
+
+/// Q4_0: `dpbusd` less `8 · Σa`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+unsafe fn q4_0_isum2(q: __m512i, y: *const i8) -> __m512i {
+    dot_off2(q, load2(y as *const u8, size_of::<BlockQ8_0x>()), 8)
+}
+
+/// Q5_0: `dpbusd` less `16 · Σa`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+unsafe fn q5_0_isum2(q: __m512i, y: *const i8) -> __m512i {
+    dot_off2(q, load2(y as *const u8, size_of::<BlockQ8_0x>()), 16)
+}
+
+/// Q4_1 / Q5_1: plain `dpbusd` (the offsets `m` come in through the activation sums).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+unsafe fn q_1_isum2(q: __m512i, y: *const i8) -> __m512i {
     dot2(q, load2(y as *const u8, size_of::<BlockQ8_1x>()))
 }
 
@@ -630,77 +650,112 @@ const fn act_index(a: usize, with_m: bool) -> [i32; 16] {
     idx
 }
 
-/// A row kernel on 512-bit registers: `$isum2` gives the exact i32 lanes of blocks `i` and
-/// `i + 1`. Groups of four blocks gather their f16 scales (and `m` with `$with_m`) with one
-/// `vpermt2w` and the activations' scales with one `vpermt2ps`, multiply them in one go, and
-/// spread the products over each pair's lanes with one permute before its FMA. The last
-/// `nb % 4` blocks go to `$rest`, the 256-bit kernel.
+/// A row kernel on 512-bit registers against `N` activation rows (`$rows::<N>`; `$name` is
+/// the single-row entry, `$multi` the multi-row one for 1..=4 rows): `$w2` unpacks blocks `i`
+/// and `i + 1` once for every row, `$isum2` gives their exact i32 lanes against one row. Groups
+/// of four blocks gather their f16 scales (and `m` with `$with_m`) with one `vpermt2w`, once;
+/// per row, the activations' scales come with one `vpermt2ps`, are multiplied with the
+/// weights' in one go, and one permute spreads the products over each pair's lanes before its
+/// FMA. The last `nb % 4` blocks of each row go to `$rest`, the 256-bit kernel. A row's sums
+/// are the same operations in the same order for every `N`, so it gets the same bits from
+/// `$name` and from `$multi` (the scheduler's batched decode relies on it).
 macro_rules! kernel_512 {
-    ($(#[$doc:meta])* $name:ident, $blk:ty, $act:ty, $isum2:ident, $with_m:tt, $rest:ident) => {
-        $(#[$doc])*
+    ($(#[$doc:meta])* $name:ident, $multi:ident, $rows:ident, $blk:ty, $act:ty, $w2:ident, $isum2:ident, $with_m:tt, $rest:ident) => {
+        #[inline]
         #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-        unsafe fn $name(w: &[u8], a: &[$act]) -> f32 {
+        unsafe fn $rows<const N: usize>(w: &[u8], a: &[$act], out: &mut [f32]) {
             const S: usize = size_of::<$blk>();
             const A: usize = size_of::<$act>();
             const W_IDX: [i16; 32] = scale_index(S, $with_m);
             const A_IDX: [i32; 16] = act_index(A, $with_m);
-            let nb = a.len();
+            assert!(
+                out.len() == N && a.len().is_multiple_of(N),
+                "{} activation blocks do not split into {} rows",
+                a.len(),
+                out.len()
+            );
+            let nb = a.len() / N;
             check_row(w, S, nb);
             let (wp, ap) = (w.as_ptr(), a.as_ptr());
             let w_idx = _mm512_loadu_si512(W_IDX.as_ptr() as *const _);
             let a_idx = _mm512_loadu_si512(A_IDX.as_ptr() as *const _);
             let p01 = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
             let p23 = _mm512_setr_epi32(2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
-            let (mut acc0, mut acc1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+            let mut acc0 = [_mm512_setzero_ps(); N];
+            let mut acc1 = [_mm512_setzero_ps(); N];
             #[allow(unused_mut)]
-            let mut mins = _mm256_setzero_ps();
+            let mut mins = [_mm256_setzero_ps(); N];
             let mut i = 0;
             while i + 4 <= nb {
                 let b = wp.add(i * S);
-                let y = ap.add(i);
                 prefetch(b, 4 * S);
-                let s01 = $isum2(b, (*y).qs.as_ptr());
-                let s23 = $isum2(b.add(2 * S), (*y.add(2)).qs.as_ptr());
+                let q01 = $w2(b);
+                let q23 = $w2(b.add(2 * S));
                 let dm = _mm512_permutex2var_epi16(
                     _mm512_loadu_si512(b as *const _),
                     w_idx,
                     _mm512_loadu_si512(b.add(scale_hi(S)) as *const _),
                 );
-                let yf = y as *const f32;
-                let da = _mm512_permutex2var_ps(
-                    _mm512_loadu_ps(yf),
-                    a_idx,
-                    _mm512_loadu_ps(yf.add(16)),
-                );
-                let sc = _mm256_mul_ps(
-                    _mm256_cvtph_ps(_mm512_castsi512_si128(dm)),
-                    _mm512_castps512_ps256(da),
-                );
-                kernel_512!(@mins $with_m, mins, sc);
-                let sc = _mm512_castps256_ps512(sc);
-                let d01 = _mm512_permutexvar_ps(p01, sc);
-                let d23 = _mm512_permutexvar_ps(p23, sc);
-                acc0 = _mm512_fmadd_ps(d01, _mm512_cvtepi32_ps(s01), acc0);
-                acc1 = _mm512_fmadd_ps(d23, _mm512_cvtepi32_ps(s23), acc1);
+                let dw = _mm256_cvtph_ps(_mm512_castsi512_si128(dm));
+                for r in 0..N {
+                    let y = ap.add(r * nb + i);
+                    let s01 = $isum2(q01, (*y).qs.as_ptr());
+                    let s23 = $isum2(q23, (*y.add(2)).qs.as_ptr());
+                    let yf = y as *const f32;
+                    let da = _mm512_permutex2var_ps(
+                        _mm512_loadu_ps(yf),
+                        a_idx,
+                        _mm512_loadu_ps(yf.add(16)),
+                    );
+                    let sc = _mm256_mul_ps(dw, _mm512_castps512_ps256(da));
+                    kernel_512!(@mins $with_m, mins[r], sc);
+                    let sc = _mm512_castps256_ps512(sc);
+                    let d01 = _mm512_permutexvar_ps(p01, sc);
+                    let d23 = _mm512_permutexvar_ps(p23, sc);
+                    acc0[r] = _mm512_fmadd_ps(d01, _mm512_cvtepi32_ps(s01), acc0[r]);
+                    acc1[r] = _mm512_fmadd_ps(d23, _mm512_cvtepi32_ps(s23), acc1[r]);
+                }
                 i += 4;
             }
-            let mut sum = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
-            kernel_512!(@sum_mins $with_m, sum, mins);
-            if i < nb {
-                sum += $rest(&w[i * S..], &a[i..]);
+            for r in 0..N {
+                let mut sum = _mm512_reduce_add_ps(_mm512_add_ps(acc0[r], acc1[r]));
+                kernel_512!(@sum_mins $with_m, sum, mins[r]);
+                if i < nb {
+                    sum += $rest(&w[i * S..], &a[r * nb + i..(r + 1) * nb]);
+                }
+                out[r] = sum;
             }
-            sum
+        }
+
+        $(#[$doc])*
+        #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+        unsafe fn $name(w: &[u8], a: &[$act]) -> f32 {
+            let mut out = [0f32];
+            $rows::<1>(w, a, &mut out);
+            out[0]
+        }
+
+        /// The multi-row entry: `out.len()` = 1..=4 rows of `a` (see the macro).
+        #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+        unsafe fn $multi(w: &[u8], a: &[$act], out: &mut [f32]) {
+            match out.len() {
+                1 => $rows::<1>(w, a, out),
+                2 => $rows::<2>(w, a, out),
+                3 => $rows::<3>(w, a, out),
+                4 => $rows::<4>(w, a, out),
+                n => panic!("multi-row kernel called with {n} rows"),
+            }
         }
     };
-    (@mins false, $mins:ident, $sc:ident) => {};
-    (@mins true, $mins:ident, $sc:ident) => {
+    (@mins false, $mins:expr, $sc:ident) => {};
+    (@mins true, $mins:expr, $sc:ident) => {
         $mins = _mm256_add_ps($mins, $sc)
     };
-    (@sum_mins false, $sum:ident, $mins:ident) => {
+    (@sum_mins false, $sum:ident, $mins:expr) => {
         let _ = $mins;
     };
     // Lanes 4..7: m_w s_a.
-    (@sum_mins true, $sum:ident, $mins:ident) => {
+    (@sum_mins true, $sum:ident, $mins:expr) => {
         $sum += hsum128(_mm256_extractf128_ps($mins, 1))
     };
 }
@@ -708,8 +763,11 @@ macro_rules! kernel_512 {
 kernel_512!(
     /// Q4_0 × Q8_0 on AVX-512: two blocks per register, `dpbusd` less `8 · Σa`.
     q4_0_avx512,
+    q4_0_avx512_rows,
+    q4_0_avx512_n,
     BlockQ4_0,
     BlockQ8_0x,
+    q4_0_w2,
     q4_0_isum2,
     false,
     q4_0_vnni
@@ -717,9 +775,12 @@ kernel_512!(
 kernel_512!(
     /// Q4_1 × Q8_1 on AVX-512: two blocks per register, plus `m_w · s_a`.
     q4_1_avx512,
+    q4_1_avx512_rows,
+    q4_1_avx512_n,
     BlockQ4_1,
     BlockQ8_1x,
-    q4_1_isum2,
+    q4_1_w2,
+    q_1_isum2,
     true,
     q4_1_vnni
 );
@@ -727,8 +788,11 @@ kernel_512!(
     /// Q5_0 × Q8_0 on AVX-512: two blocks per register, fifth bits from a 64-bit mask,
     /// `dpbusd` less `16 · Σa`.
     q5_0_avx512,
+    q5_0_avx512_rows,
+    q5_0_avx512_n,
     BlockQ5_0,
     BlockQ8_0x,
+    q5_0_w2,
     q5_0_isum2,
     false,
     q5_0_vnni
@@ -737,9 +801,12 @@ kernel_512!(
     /// Q5_1 × Q8_1 on AVX-512: two blocks per register, fifth bits from a 64-bit mask,
     /// plus `m_w · s_a`.
     q5_1_avx512,
+    q5_1_avx512_rows,
+    q5_1_avx512_n,
     BlockQ5_1,
     BlockQ8_1x,
-    q5_1_isum2,
+    q5_1_w2,
+    q_1_isum2,
     true,
     q5_1_vnni
 );

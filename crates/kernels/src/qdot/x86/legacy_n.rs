@@ -16,23 +16,44 @@
 use super::kquants::check_row;
 use super::legacy::{
     a_d4, a_ds4, acts, dot_avx2, high_bits_avx2, hsum, hsum128, min1, nibbles, prefetch, q4_0_avx2,
-    q4_1_avx2, q5_0_avx2, q5_1_avx2, q8_0_avx2, scale1, w_d4, w_dm4,
+    q4_1_avx2, q5_0_avx2, q5_1_avx2, q8_0_avx2, q8_0_vnni, scale1, w_d4, w_dm4,
 };
 use crate::qdot::{BlockQ8_0x, BlockQ8_1x, DotTable, Isa};
 use crate::quants::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0};
 use std::arch::x86_64::*;
 use std::mem::{offset_of, size_of};
 
-/// Fill the multi-row legacy-format entries of `t` for `isa`. AVX-512 keeps its single-row
-/// kernels (two blocks per register), which measured faster than 256-bit multi-row ones there.
+/// Fill the multi-row legacy-format entries of `t` for `isa`. AVX-512 takes only Q8_0 from
+/// here (256-bit VNNI, as its single-row kernel); its other formats have 512-bit multi-row
+/// kernels in [`super::legacy`].
 pub fn install(t: &mut DotTable, isa: Isa) {
-    if let Isa::Avx2 = isa {
-        t.n.q4_0 = Some(q4_0_avx2_rows);
-        t.n.q5_0 = Some(q5_0_avx2_rows);
-        t.n.q8_0 = Some(q8_0_avx2_rows);
-        t.n.q4_1 = Some(q4_1_avx2_rows);
-        t.n.q5_1 = Some(q5_1_avx2_rows);
+    match isa {
+        Isa::Avx2 => {
+            t.n.q4_0 = Some(q4_0_avx2_rows);
+            t.n.q5_0 = Some(q5_0_avx2_rows);
+            t.n.q8_0 = Some(q8_0_avx2_rows);
+            t.n.q4_1 = Some(q4_1_avx2_rows);
+            t.n.q5_1 = Some(q5_1_avx2_rows);
+        }
+        Isa::Avx512 => t.n.q8_0 = Some(q8_0_vnni_rows),
+        Isa::Scalar => {}
     }
+}
+
+/// `|w|` (unsigned bytes) times activations carrying the sign of `w`, exact i32 lanes: |w|
+/// reaches 128 for Q8_0, so the i16 products are `madd`ed directly (as the single-row Q8_0
+/// kernel does; |w| · |a| pairs stay below 2^15).
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn sdot_avx2(aw: __m256i, ys: __m256i) -> __m256i {
+    _mm256_madd_epi16(_mm256_maddubs_epi16(aw, ys), _mm256_set1_epi16(1))
+}
+
+/// The same with VNNI: one `dpbusd`.
+#[inline]
+#[target_feature(enable = "avx2,avx512vl,avx512vnni")]
+unsafe fn sdot_vnni(aw: __m256i, ys: __m256i) -> __m256i {
+    _mm256_dpbusd_epi32(_mm256_setzero_si256(), aw, ys)
 }
 
 // Per format: the block at `b` as bytes ready for `maddubs`. Signed formats give `w` (the
@@ -87,10 +108,13 @@ unsafe fn q5_1_q(b: *const u8) -> __m256i {
 /// blocks take their scales one at a time.
 macro_rules! kernel_rows {
     ($(#[$doc:meta])* $name:ident, $single:ident, $blk:ty, $act:ty, $unpack:ident, $with_m:tt) => {
+        kernel_rows!($(#[$doc])* $name, "avx2,fma,f16c", $single, $blk, $act, $unpack, $with_m, sdot_avx2);
+    };
+    ($(#[$doc:meta])* $name:ident, $feat:literal, $single:ident, $blk:ty, $act:ty, $unpack:ident, $with_m:tt, $sdot:ident) => {
         $(#[$doc])*
-        #[target_feature(enable = "avx2,fma,f16c")]
+        #[target_feature(enable = $feat)]
         unsafe fn $name(w: &[u8], a: &[$act], out: &mut [f32]) {
-            #[target_feature(enable = "avx2,fma,f16c")]
+            #[target_feature(enable = $feat)]
             unsafe fn rows<const N: usize>(w: &[u8], a: &[$act], out: &mut [f32]) {
                 const S: usize = size_of::<$blk>();
                 assert!(
@@ -114,7 +138,7 @@ macro_rules! kernel_rows {
                     for k in 0..4 {
                         let q = $unpack(b.add(k * S));
                         let lane = kernel_rows!(@lane $with_m, k);
-                        kernel_rows!(@rows $with_m, q, ap, i + k, nb, sc, lane, acc, k, N);
+                        kernel_rows!(@rows $with_m, $sdot, q, ap, i + k, nb, sc, lane, acc, k, N);
                     }
                     i += 4;
                 }
@@ -125,7 +149,7 @@ macro_rules! kernel_rows {
                     let q = $unpack(b);
                     for r in 0..N {
                         let y = &*ap.add(r * nb + i);
-                        let isum = kernel_rows!(@isum $with_m, q, acts(y.qs.as_ptr()));
+                        let isum = kernel_rows!(@isum $with_m, $sdot, q, acts(y.qs.as_ptr()));
                         acc[r][0] =
                             _mm256_fmadd_ps(scale1(b, y.d), _mm256_cvtepi32_ps(isum), acc[r][0]);
                         kernel_rows!(@min1 $with_m, tail[r], b, y, $blk);
@@ -177,21 +201,16 @@ macro_rules! kernel_rows {
         _mm256_set1_epi32(2 * $k as i32)
     };
     // Block `j` of every row into its accumulator.
-    (@rows false, $q:ident, $ap:ident, $j:expr, $nb:ident, $sc:ident, $lane:ident, $acc:ident, $k:ident, $n:ident) => {{
+    (@rows false, $sdot:ident, $q:ident, $ap:ident, $j:expr, $nb:ident, $sc:ident, $lane:ident, $acc:ident, $k:ident, $n:ident) => {{
         let aw = _mm256_abs_epi8($q);
         for r in 0..$n {
             let y = acts((*$ap.add(r * $nb + $j)).qs.as_ptr());
-            // |w| reaches 128 for Q8_0: madd the i16 products directly (as the single-row
-            // Q8_0 kernel does; |w| · |a| pairs stay below 2^15).
-            let isum = _mm256_madd_epi16(
-                _mm256_maddubs_epi16(aw, _mm256_sign_epi8(y, $q)),
-                _mm256_set1_epi16(1),
-            );
+            let isum = $sdot(aw, _mm256_sign_epi8(y, $q));
             let s = _mm256_permutevar8x32_ps($sc[r], $lane);
             $acc[r][$k] = _mm256_fmadd_ps(s, _mm256_cvtepi32_ps(isum), $acc[r][$k]);
         }
     }};
-    (@rows true, $q:ident, $ap:ident, $j:expr, $nb:ident, $sc:ident, $lane:ident, $acc:ident, $k:ident, $n:ident) => {{
+    (@rows true, $sdot:ident, $q:ident, $ap:ident, $j:expr, $nb:ident, $sc:ident, $lane:ident, $acc:ident, $k:ident, $n:ident) => {{
         for r in 0..$n {
             let y = acts((*$ap.add(r * $nb + $j)).qs.as_ptr());
             let isum = dot_avx2($q, y);
@@ -199,13 +218,10 @@ macro_rules! kernel_rows {
             $acc[r][$k] = _mm256_fmadd_ps(s, _mm256_cvtepi32_ps(isum), $acc[r][$k]);
         }
     }};
-    (@isum false, $q:ident, $y:expr) => {
-        _mm256_madd_epi16(
-            _mm256_maddubs_epi16(_mm256_abs_epi8($q), _mm256_sign_epi8($y, $q)),
-            _mm256_set1_epi16(1),
-        )
+    (@isum false, $sdot:ident, $q:ident, $y:expr) => {
+        $sdot(_mm256_abs_epi8($q), _mm256_sign_epi8($y, $q))
     };
-    (@isum true, $q:ident, $y:expr) => {
+    (@isum true, $sdot:ident, $q:ident, $y:expr) => {
         dot_avx2($q, $y)
     };
     (@min1 false, $tail:expr, $b:ident, $y:ident, $blk:ty) => {};
@@ -251,6 +267,18 @@ kernel_rows!(
     false
 );
 kernel_rows!(
+    /// Q8_0 × Q8_0, `N` rows, with 256-bit VNNI: the AVX-512 entry (its single-row kernel is
+    /// 256-bit too).
+    q8_0_vnni_rows,
+    "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni",
+    q8_0_vnni,
+    BlockQ8_0,
+    BlockQ8_0x,
+    q8_0_w,
+    false,
+    sdot_vnni
+);
+kernel_rows!(
     /// Q4_1 × Q8_1, `N` rows: unsigned nibbles plus `m_w · s_a`.
     q4_1_avx2_rows,
     q4_1_avx2,
@@ -268,3 +296,109 @@ kernel_rows!(
     q5_1_q,
     true
 );
+
+#[cfg(test)]
+mod tests {
+    use crate::qdot::{quantize_q8_0, quantize_q8_1, BlockQ8_0x, BlockQ8_1x, DotTable, Isa, MAX_N};
+    use crate::DType;
+
+    /// Every multi-row entry of every instruction set's table gives each row the same bits as
+    /// that table's single-row kernel, for 1..=MAX_N rows and 0..=13 blocks (whole groups of
+    /// four and every count of leftovers): batched decode relies on it.
+    #[test]
+    fn multi_row_kernels_give_each_row_the_single_row_bits() {
+        let mut s = 0x9e3779b97f4a7c15u64;
+        let mut next = move || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            s
+        };
+        let mut checked = 0;
+        for isa in Isa::available() {
+            let t = DotTable::for_isa(isa).expect("available");
+            let f0 = [
+                (DType::Q4_0, t.q4_0, t.n.q4_0),
+                (DType::Q5_0, t.q5_0, t.n.q5_0),
+                (DType::Q8_0, t.q8_0, t.n.q8_0),
+            ];
+            let f1 = [
+                (DType::Q4_1, t.q4_1, t.n.q4_1),
+                (DType::Q5_1, t.q5_1, t.n.q5_1),
+            ];
+            for nb in 0..=13usize {
+                for n in 1..=MAX_N {
+                    let x: Vec<f32> = (0..n * nb * 32)
+                        .map(|i| {
+                            let v = (next() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0;
+                            if i % 37 == 5 {
+                                v * 20.0
+                            } else {
+                                v
+                            }
+                        })
+                        .collect();
+                    let mut a0 = vec![BlockQ8_0x::default(); n * nb];
+                    let mut a1 = vec![BlockQ8_1x::default(); n * nb];
+                    quantize_q8_0(&x, &mut a0);
+                    quantize_q8_1(&x, &mut a1);
+                    let mut weights = |dt: DType| {
+                        let bb = dt.block_bytes();
+                        let mut w: Vec<u8> = (0..nb * bb).map(|_| next() as u8).collect();
+                        for b in w.chunks_exact_mut(bb) {
+                            let fields: &[usize] = if matches!(dt, DType::Q4_1 | DType::Q5_1) {
+                                &[0, 2]
+                            } else {
+                                &[0]
+                            };
+                            for &o in fields {
+                                let v = ((next() >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.1;
+                                b[o..o + 2].copy_from_slice(&half::f16::from_f32(v).to_le_bytes());
+                            }
+                        }
+                        w
+                    };
+                    for (dt, one, many) in f0 {
+                        let Some(many) = many else { continue };
+                        let w = weights(dt);
+                        let mut out = vec![f32::NAN; n];
+                        // SAFETY: the table is for an instruction set this CPU has.
+                        unsafe { many(&w, &a0, &mut out) };
+                        for (r, row) in a0.chunks(nb.max(1)).take(n).enumerate() {
+                            let row = &row[..nb];
+                            let want = unsafe { one(&w, row) };
+                            assert_eq!(
+                                out[r].to_bits(),
+                                want.to_bits(),
+                                "{dt:?} {isa:?} {nb} blocks, row {r} of {n}: {} vs {want}",
+                                out[r]
+                            );
+                            checked += 1;
+                        }
+                    }
+                    for (dt, one, many) in f1 {
+                        let Some(many) = many else { continue };
+                        let w = weights(dt);
+                        let mut out = vec![f32::NAN; n];
+                        // SAFETY: as above.
+                        unsafe { many(&w, &a1, &mut out) };
+                        for (r, row) in a1.chunks(nb.max(1)).take(n).enumerate() {
+                            let row = &row[..nb];
+                            let want = unsafe { one(&w, row) };
+                            assert_eq!(
+                                out[r].to_bits(),
+                                want.to_bits(),
+                                "{dt:?} {isa:?} {nb} blocks, row {r} of {n}: {} vs {want}",
+                                out[r]
+                            );
+                            checked += 1;
+                        }
+                    }
+                }
+            }
+        }
+        if super::super::has_avx2() {
+            assert!(checked > 0, "no multi-row kernel was checked");
+        }
+    }
+}
