@@ -183,14 +183,181 @@ mod x86 {
             }
         };
     }
-    strided!(dots_avx2, axpys_avx2, dot_avx2, axpy_avx2, "avx2,fma");
     strided!(
-        dots_avx512,
-        axpys_avx512,
+        dots_avx2_loop,
+        axpys_avx2_loop,
+        dot_avx2,
+        axpy_avx2,
+        "avx2,fma"
+    );
+
+    /// [`dots_avx2_loop`], for rows of 32 or 64 with the query held in registers: per key the
+    /// same FMAs in the same order as [`dot_avx2`] (chunk `j` of 8 into accumulator `j % 2`)
+    /// and the same final sum, so the same bits.
+    ///
+    /// # Safety
+    /// As [`dots_avx2_loop`].
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn dots_avx2(q: &[f32], rows: &[f32], stride: usize, out: &mut [f32]) {
+        match q.len() {
+            32 => dots_regs_avx2::<4>(q, rows, stride, out),
+            64 => dots_regs_avx2::<8>(q, rows, stride, out),
+            _ => dots_avx2_loop(q, rows, stride, out),
+        }
+    }
+
+    /// [`axpys_avx2_loop`], for rows of 32 or 64 with `y` held in registers.
+    ///
+    /// # Safety
+    /// As [`axpys_avx2_loop`].
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn axpys_avx2(y: &mut [f32], w: &[f32], rows: &[f32], stride: usize) {
+        match y.len() {
+            32 => axpys_regs_avx2::<4>(y, w, rows, stride),
+            64 => axpys_regs_avx2::<8>(y, w, rows, stride),
+            _ => axpys_avx2_loop(y, w, rows, stride),
+        }
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn dots_regs_avx2<const R: usize>(
+        q: &[f32],
+        rows: &[f32],
+        stride: usize,
+        out: &mut [f32],
+    ) {
+        debug_assert_eq!(q.len(), 8 * R);
+        let mut qv = [_mm256_setzero_ps(); R];
+        for (j, v) in qv.iter_mut().enumerate() {
+            *v = _mm256_loadu_ps(q.as_ptr().add(8 * j));
+        }
+        let base = rows.as_ptr();
+        for (p, o) in out.iter_mut().enumerate() {
+            let k = base.add(p * stride);
+            let mut acc = [_mm256_setzero_ps(); 2];
+            for (j, v) in qv.iter().enumerate() {
+                acc[j % 2] = _mm256_fmadd_ps(*v, _mm256_loadu_ps(k.add(8 * j)), acc[j % 2]);
+            }
+            *o = hsum_avx2(_mm256_add_ps(acc[0], acc[1]));
+        }
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn axpys_regs_avx2<const R: usize>(
+        y: &mut [f32],
+        w: &[f32],
+        rows: &[f32],
+        stride: usize,
+    ) {
+        debug_assert_eq!(y.len(), 8 * R);
+        let mut yv = [_mm256_setzero_ps(); R];
+        for (j, v) in yv.iter_mut().enumerate() {
+            *v = _mm256_loadu_ps(y.as_ptr().add(8 * j));
+        }
+        let base = rows.as_ptr();
+        for (p, &a) in w.iter().enumerate() {
+            let va = _mm256_set1_ps(a);
+            let x = base.add(p * stride);
+            for (j, v) in yv.iter_mut().enumerate() {
+                *v = _mm256_fmadd_ps(va, _mm256_loadu_ps(x.add(8 * j)), *v);
+            }
+        }
+        for (j, v) in yv.iter().enumerate() {
+            _mm256_storeu_ps(y.as_mut_ptr().add(8 * j), *v);
+        }
+    }
+
+    /// The sum of `v`'s lanes, in [`dot_avx2`]'s order.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn hsum_avx2(v: __m256) -> f32 {
+        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+        _mm_cvtss_f32(s)
+    }
+    strided!(
+        dots_avx512_loop,
+        axpys_avx512_loop,
         dot_avx512,
         axpy_avx512,
         "avx512f"
     );
+
+    /// [`dots_avx512_loop`], for rows of 32, 64, 96 or 128 (attention heads) with the query
+    /// held in registers: per key the same FMAs in the same order as [`dot_avx512`] (chunk
+    /// `j` of 16 into accumulator `j % 2`), so the same bits, without reloading the query.
+    ///
+    /// # Safety
+    /// As [`dots_avx512_loop`].
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn dots_avx512(q: &[f32], rows: &[f32], stride: usize, out: &mut [f32]) {
+        match q.len() {
+            32 => dots_regs::<2>(q, rows, stride, out),
+            64 => dots_regs::<4>(q, rows, stride, out),
+            96 => dots_regs::<6>(q, rows, stride, out),
+            128 => dots_regs::<8>(q, rows, stride, out),
+            _ => dots_avx512_loop(q, rows, stride, out),
+        }
+    }
+
+    /// [`axpys_avx512_loop`], for rows of 32, 64, 96 or 128 with `y` held in registers
+    /// across all rows: per element the same FMAs in the same order as [`axpy_avx512`].
+    ///
+    /// # Safety
+    /// As [`axpys_avx512_loop`].
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn axpys_avx512(y: &mut [f32], w: &[f32], rows: &[f32], stride: usize) {
+        match y.len() {
+            32 => axpys_regs::<2>(y, w, rows, stride),
+            64 => axpys_regs::<4>(y, w, rows, stride),
+            96 => axpys_regs::<6>(y, w, rows, stride),
+            128 => axpys_regs::<8>(y, w, rows, stride),
+            _ => axpys_avx512_loop(y, w, rows, stride),
+        }
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn dots_regs<const R: usize>(q: &[f32], rows: &[f32], stride: usize, out: &mut [f32]) {
+        debug_assert_eq!(q.len(), 16 * R);
+        let mut qv = [_mm512_setzero_ps(); R];
+        for (j, v) in qv.iter_mut().enumerate() {
+            *v = _mm512_loadu_ps(q.as_ptr().add(16 * j));
+        }
+        let base = rows.as_ptr();
+        for (p, o) in out.iter_mut().enumerate() {
+            let k = base.add(p * stride);
+            let mut acc = [_mm512_setzero_ps(); 2];
+            for (j, v) in qv.iter().enumerate() {
+                acc[j % 2] = _mm512_fmadd_ps(*v, _mm512_loadu_ps(k.add(16 * j)), acc[j % 2]);
+            }
+            *o = _mm512_reduce_add_ps(_mm512_add_ps(acc[0], acc[1]));
+        }
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn axpys_regs<const R: usize>(y: &mut [f32], w: &[f32], rows: &[f32], stride: usize) {
+        debug_assert_eq!(y.len(), 16 * R);
+        let mut yv = [_mm512_setzero_ps(); R];
+        for (j, v) in yv.iter_mut().enumerate() {
+            *v = _mm512_loadu_ps(y.as_ptr().add(16 * j));
+        }
+        let base = rows.as_ptr();
+        for (p, &a) in w.iter().enumerate() {
+            let va = _mm512_set1_ps(a);
+            let x = base.add(p * stride);
+            for (j, v) in yv.iter_mut().enumerate() {
+                *v = _mm512_fmadd_ps(va, _mm512_loadu_ps(x.add(16 * j)), *v);
+            }
+        }
+        for (j, v) in yv.iter().enumerate() {
+            _mm512_storeu_ps(y.as_mut_ptr().add(16 * j), *v);
+        }
+    }
 
     #[inline]
     #[target_feature(enable = "avx2,fma")]
@@ -213,11 +380,7 @@ mod x86 {
             acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(i)), _mm256_loadu_ps(pb.add(i)), acc0);
             i += 8;
         }
-        let v = _mm256_add_ps(acc0, acc1);
-        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-        let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
-        let mut sum = _mm_cvtss_f32(s);
+        let mut sum = hsum_avx2(_mm256_add_ps(acc0, acc1));
         while i < n {
             sum += a[i] * b[i];
             i += 1;
@@ -354,6 +517,54 @@ mod tests {
             for (p, q) in y.iter().zip(&y2) {
                 assert!((p - q).abs() <= 1e-5 * q.abs().max(1.0), "axpy n={n}");
             }
+        }
+    }
+
+    /// The AVX-512 strided kernels that hold a head in registers give the same bits as the
+    /// loop over the single-vector kernels they replace (attention's scores and value sums
+    /// must not change with the head size's code path).
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn register_held_heads_equal_the_loop_bit_for_bit() {
+        if !crate::qdot::x86::has_avx512() {
+            return;
+        }
+        let rows: Vec<f32> = (0..40 * 140)
+            .map(|i| ((i * 7919 % 1013) as f32 - 506.0) / 97.0)
+            .collect();
+        for n in [32, 48, 64, 96, 128] {
+            let q: Vec<f32> = (0..n)
+                .map(|i| ((i * 31 % 67) as f32 - 33.0) / 11.0)
+                .collect();
+            let w: Vec<f32> = (0..37)
+                .map(|i| ((i * 13 % 29) as f32 - 14.0) / 5.0)
+                .collect();
+            let stride = n + 5;
+            let (mut a, mut b) = (vec![0f32; 37], vec![0f32; 37]);
+            let (mut ya, mut yb) = (q.clone(), q.clone());
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            let (mut a2, mut b2) = (vec![0f32; 37], vec![0f32; 37]);
+            let (mut ya2, mut yb2) = (q.clone(), q.clone());
+            // SAFETY: AVX-512 (and so AVX2 + FMA) checked above; 37 runs of n at stride n + 5
+            // fit in `rows`.
+            unsafe {
+                x86::dots_avx512(&q, &rows, stride, &mut a);
+                x86::dots_avx512_loop(&q, &rows, stride, &mut b);
+                x86::axpys_avx512(&mut ya, &w, &rows, stride);
+                x86::axpys_avx512_loop(&mut yb, &w, &rows, stride);
+                x86::dots_avx2(&q, &rows, stride, &mut a2);
+                x86::dots_avx2_loop(&q, &rows, stride, &mut b2);
+                x86::axpys_avx2(&mut ya2, &w, &rows, stride);
+                x86::axpys_avx2_loop(&mut yb2, &w, &rows, stride);
+            }
+            assert_eq!(bits(&a), bits(&b), "dots n={n}");
+            assert_eq!(bits(&ya), bits(&yb), "axpys n={n}");
+            assert_eq!(bits(&a2), bits(&b2), "avx2 dots n={n}");
+            assert_eq!(bits(&ya2), bits(&yb2), "avx2 axpys n={n}");
+            assert!(
+                a.iter().any(|v| *v != 0.0) && ya != q,
+                "n={n}: nothing computed"
+            );
         }
     }
 }
