@@ -13,7 +13,7 @@
 //! takes the multi-row kernels four tokens at a time where a format has them; it prints
 //! millions of (token, row) dots per second and the speedup of (b) over (a).
 
-use mixture_kernels::qdot::{DotTable, Isa, QuantActs, RowDot};
+use mixture_kernels::qdot::{DotTable, GroupedActs, Isa, QuantActs, RowDot};
 use mixture_kernels::{gemm, DType};
 use std::hint::black_box;
 use std::time::Instant;
@@ -147,8 +147,8 @@ fn prefill(rounds: usize, tokens: usize) {
         pf_k()
     );
     println!(
-        "{:<8}{:>8}{:>12}{:>12}{:>12}{:>10}",
-        "format", "isa", "per token", "dot_rows", "tiled", "tiled/rows"
+        "{:<8}{:>8}{:>12}{:>12}{:>12}{:>10}{:>12}{:>12}",
+        "format", "isa", "per token", "dot_rows", "tiled", "tiled/rows", "grp token", "grp rows"
     );
     let table = mixture_kernels::qdot::table();
     let isa = format!("{:?}", table.isa).to_lowercase();
@@ -171,20 +171,32 @@ fn prefill(rounds: usize, tokens: usize) {
         let w = weight(t, PF_ROWS * rb, &mut rng);
         let acts = QuantActs::for_weight(t, &x, pf_k()).unwrap();
         let f = RowDot::new(table, t, &acts, pf_k()).unwrap();
+        let ga = GroupedActs::new(&acts, pf_k());
+        let g = ga
+            .as_ref()
+            .filter(|_| table.g.has(t))
+            .map(|ga| f.with_groups(table, t, ga));
         let (mut ta, mut tb, mut tc) = (f64::MAX, f64::MAX, f64::MAX);
+        let (mut td, mut te) = (f64::MAX, f64::MAX);
         for _ in 0..rounds {
             ta = ta.min(run_prefill(&f, &w, rb, tokens, false));
             tb = tb.min(run_prefill(&f, &w, rb, tokens, true));
             tc = tc.min(run_tiled(t, &w, rb, &x));
+            if let Some(g) = &g {
+                td = td.min(run_prefill(g, &w, rb, tokens, false));
+                te = te.min(run_prefill(g, &w, rb, tokens, true));
+            }
         }
         let rate = |s: f64| (PF_ROWS * tokens) as f64 / s / 1e6;
         println!(
-            "{:<8}{isa:>8}{:>12.1}{:>12.1}{:>12.1}{:>9.2}x",
+            "{:<8}{isa:>8}{:>12.1}{:>12.1}{:>12.1}{:>9.2}x{:>12.1}{:>12.1}",
             format!("{t:?}"),
             rate(ta),
             rate(tb),
             rate(tc),
-            tb / tc
+            tb / tc,
+            rate(td),
+            rate(te),
         );
     }
 }

@@ -14,7 +14,7 @@
 use crate::dtype::{DType, KernelError};
 use crate::gemm;
 use crate::ops::WeightRef;
-use crate::qdot::{self, QuantActs, RowDot};
+use crate::qdot::{self, GroupedActs, QuantActs, RowDot};
 use crate::vecf32;
 use rayon::prelude::*;
 
@@ -177,16 +177,34 @@ pub fn matmul_many(jobs: &mut [MatJob<'_>]) -> Result<(), KernelError> {
         });
     }
     let table = qdot::table();
+    // Jobs of several tokens on a format with grouped multi-row kernels: their activations
+    // also rearranged into groups, once per distinct input (the kernels give each token the
+    // bits of its single-row dot, so the one-token jobs of decode need no groups).
+    let grouped: Vec<Option<GroupedActs>> = acts
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            jobs.iter()
+                .zip(&act_of)
+                .zip(&ts)
+                .find(|((j, &ai), &t)| ai == Some(i) && t > 1 && table.g.has(j.w.dtype))
+                .and_then(|((j, _), _)| GroupedActs::new(&a.3, j.w.cols))
+        })
+        .collect();
     let dots: Vec<Dot<'_>> = jobs
         .iter()
         .zip(&act_of)
         .zip(&gemm_of)
         .map(|((j, a), g)| match (a, g) {
             (_, Some(g)) => Dot::Gemm(&gemm_acts[*g].2),
-            (Some(i), None) => Dot::Quant(
-                RowDot::new(table, j.w.dtype, &acts[*i].3, j.w.cols)
-                    .expect("activations are quantized for this weight type"),
-            ),
+            (Some(i), None) => {
+                let rd = RowDot::new(table, j.w.dtype, &acts[*i].3, j.w.cols)
+                    .expect("activations are quantized for this weight type");
+                Dot::Quant(match &grouped[*i] {
+                    Some(ga) => rd.with_groups(table, j.w.dtype, ga),
+                    None => rd,
+                })
+            }
             (None, None) => Dot::Float(j.x),
         })
         .collect();

@@ -3,7 +3,7 @@
 //! this CPU has equals its scalar twin, within a bound of f32 rounding on the block terms.
 
 use half::f16;
-use mixture_kernels::qdot::{self, DotTable, Isa, QuantActs, RowDot};
+use mixture_kernels::qdot::{self, DotTable, GroupedActs, Isa, QuantActs, RowDot};
 use mixture_kernels::DType;
 
 const FORMATS: [DType; 10] = [
@@ -145,12 +145,28 @@ fn check_format_k(t: DType, table: &DotTable, rng: &mut Rng, k: usize) {
     let x = random_acts(tokens * k, rng);
     let acts = QuantActs::for_weight(t, &x, k).expect("quantized format");
     let scalar = RowDot::new(&qdot::scalar::TABLE, t, &acts, k).unwrap();
+    let grouped_acts = GroupedActs::new(&acts, k);
+    // Several rows at a time take the grouped kernels where the instruction set has them.
     let fast = RowDot::new(table, t, &acts, k).unwrap();
+    let fast = match &grouped_acts {
+        Some(g) if table.g.has(t) => fast.with_groups(table, t, g),
+        _ => fast,
+    };
     let rb = t.row_bytes(k).unwrap();
     for r in 0..rows {
         let row = &w[r * rb..(r + 1) * rb];
         let mut multi = vec![0f32; tokens];
         fast.dot_rows(row, 0, &mut multi);
+        if grouped_acts.is_some() {
+            // One row at a time and four at a time: the same bits.
+            for (i, &m) in multi.iter().enumerate() {
+                assert_eq!(
+                    fast.dot(row, i).to_bits(),
+                    m.to_bits(),
+                    "{t:?} grouped row {r} token {i}"
+                );
+            }
+        }
         for (i, &m) in multi.iter().enumerate() {
             let (want, mag) = exact(t, row, k, &acts, i);
             let s = scalar.dot(row, i);

@@ -172,9 +172,112 @@ pub struct DotTableN {
     pub q6k: Option<DotQ8KN>,
 }
 
+/// One weight row against `out.len()` = 1..=[`MAX_N`] activation rows, each both as blocks
+/// (`a`, rows back to back) and as groups of four blocks (`g`, `nb.div_ceil(4)` per row, the
+/// last zero-padded): the same results, bit for bit, as the single-row kernel on each row.
+pub type DotG0 = unsafe fn(w: &[u8], a: &[BlockQ8_0x], g: &[ActGroup], out: &mut [f32]);
+pub type DotG1 = unsafe fn(w: &[u8], a: &[BlockQ8_1x], g: &[ActGroup], out: &mut [f32]);
+
+/// Multi-row kernels on grouped activations ([`GroupedActs`]), where an instruction set has
+/// them.
+#[derive(Clone, Copy, Default)]
+pub struct DotTableG {
+    pub q4_0: Option<DotG0>,
+    pub q5_0: Option<DotG0>,
+    pub q4_1: Option<DotG1>,
+    pub q5_1: Option<DotG1>,
+}
+
+impl DotTableG {
+    /// Whether there is one for weights of type `w`.
+    pub fn has(&self, w: DType) -> bool {
+        match w {
+            DType::Q4_0 => self.q4_0.is_some(),
+            DType::Q5_0 => self.q5_0.is_some(),
+            DType::Q4_1 => self.q4_1.is_some(),
+            DType::Q5_1 => self.q5_1.is_some(),
+            _ => false,
+        }
+    }
+}
+
+/// Four blocks of 32 activations laid out for the grouped kernels: the quants in order, the
+/// blocks' scales `d`, and their sums `s` (Q8_1's; zero from Q8_0 blocks), in three cache
+/// lines. Blocks past the end of a row are zero.
+#[repr(C, align(64))]
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ActGroup {
+    pub qs: [i8; 128],
+    pub d: [f32; 4],
+    pub s: [f32; 4],
+    pub pad: [f32; 8],
+}
+const _: () = assert!(std::mem::size_of::<ActGroup>() == 192);
+
+impl Default for ActGroup {
+    fn default() -> Self {
+        ActGroup {
+            qs: [0; 128],
+            d: [0.0; 4],
+            s: [0.0; 4],
+            pad: [0.0; 8],
+        }
+    }
+}
+
+/// Activations of Q8_0 or Q8_1 blocks rearranged into [`ActGroup`]s, row by row.
+pub struct GroupedActs {
+    groups: Vec<ActGroup>,
+    /// Blocks per row.
+    nb: usize,
+    /// Made from Q8_1 blocks (for Q4_1 / Q5_1 weights).
+    q8_1: bool,
+}
+
+impl GroupedActs {
+    /// Rearrange `acts` (rows of `k` elements) into groups; `None` for Q8_K activations.
+    pub fn new(acts: &QuantActs, k: usize) -> Option<GroupedActs> {
+        let nb = k / 32;
+        let per = nb.div_ceil(4);
+        fn fill<B>(
+            blocks: &[B],
+            nb: usize,
+            per: usize,
+            parts: impl Fn(&B) -> (&[i8; 32], f32, f32),
+        ) -> Vec<ActGroup> {
+            if nb == 0 {
+                return Vec::new();
+            }
+            let rows = blocks.len() / nb;
+            let mut out = vec![ActGroup::default(); rows * per];
+            for (row, g) in blocks
+                .chunks_exact(nb)
+                .zip(out.chunks_exact_mut(per.max(1)))
+            {
+                for (j, b) in row.iter().enumerate() {
+                    let (qs, d, s) = parts(b);
+                    let (grp, l) = (&mut g[j / 4], j % 4);
+                    grp.qs[32 * l..32 * l + 32].copy_from_slice(qs);
+                    grp.d[l] = d;
+                    grp.s[l] = s;
+                }
+            }
+            out
+        }
+        let (groups, q8_1) = match acts {
+            QuantActs::Q8_0(b) => (fill(b, nb, per, |b| (&b.qs, b.d, 0.0)), false),
+            QuantActs::Q8_1(b) => (fill(b, nb, per, |b| (&b.qs, b.d, b.s)), true),
+            QuantActs::Q8K(_) => return None,
+        };
+        Some(GroupedActs { groups, nb, q8_1 })
+    }
+}
+
 /// One dot product per weight format, all for the same instruction set.
 #[derive(Clone, Copy)]
 pub struct DotTable {
+    /// Kernels on grouped activations (decode and batched decode, where present).
+    pub g: DotTableG,
     /// Multi-row versions (prefill).
     pub n: DotTableN,
     pub isa: Isa,
@@ -309,8 +412,20 @@ pub struct RowDot<'a> {
 
 #[derive(Clone, Copy)]
 enum RowDotKind<'a> {
-    Q8_0(DotQ8_0, Option<DotQ8_0N>, &'a [BlockQ8_0x]),
-    Q8_1(DotQ8_1, Option<DotQ8_1N>, &'a [BlockQ8_1x]),
+    /// Single-row kernel, multi-row kernel, activation blocks, and where present a multi-row
+    /// kernel on grouped activations with the groups.
+    Q8_0(
+        DotQ8_0,
+        Option<DotQ8_0N>,
+        &'a [BlockQ8_0x],
+        Option<(DotG0, &'a [ActGroup])>,
+    ),
+    Q8_1(
+        DotQ8_1,
+        Option<DotQ8_1N>,
+        &'a [BlockQ8_1x],
+        Option<(DotG1, &'a [ActGroup])>,
+    ),
     Q8K(DotQ8K, Option<DotQ8KN>, &'a [BlockQ8Kx]),
 }
 
@@ -319,11 +434,11 @@ impl<'a> RowDot<'a> {
     /// activations were quantized for another format.
     pub fn new(t: &DotTable, w: DType, acts: &'a QuantActs, k: usize) -> Option<RowDot<'a>> {
         let kind = match (w, acts) {
-            (DType::Q4_0, QuantActs::Q8_0(a)) => RowDotKind::Q8_0(t.q4_0, t.n.q4_0, a),
-            (DType::Q5_0, QuantActs::Q8_0(a)) => RowDotKind::Q8_0(t.q5_0, t.n.q5_0, a),
-            (DType::Q8_0, QuantActs::Q8_0(a)) => RowDotKind::Q8_0(t.q8_0, t.n.q8_0, a),
-            (DType::Q4_1, QuantActs::Q8_1(a)) => RowDotKind::Q8_1(t.q4_1, t.n.q4_1, a),
-            (DType::Q5_1, QuantActs::Q8_1(a)) => RowDotKind::Q8_1(t.q5_1, t.n.q5_1, a),
+            (DType::Q4_0, QuantActs::Q8_0(a)) => RowDotKind::Q8_0(t.q4_0, t.n.q4_0, a, None),
+            (DType::Q5_0, QuantActs::Q8_0(a)) => RowDotKind::Q8_0(t.q5_0, t.n.q5_0, a, None),
+            (DType::Q8_0, QuantActs::Q8_0(a)) => RowDotKind::Q8_0(t.q8_0, t.n.q8_0, a, None),
+            (DType::Q4_1, QuantActs::Q8_1(a)) => RowDotKind::Q8_1(t.q4_1, t.n.q4_1, a, None),
+            (DType::Q5_1, QuantActs::Q8_1(a)) => RowDotKind::Q8_1(t.q5_1, t.n.q5_1, a, None),
             (DType::Q2K, QuantActs::Q8K(a)) => RowDotKind::Q8K(t.q2k, t.n.q2k, a),
             (DType::Q3K, QuantActs::Q8K(a)) => RowDotKind::Q8K(t.q3k, t.n.q3k, a),
             (DType::Q4K, QuantActs::Q8K(a)) => RowDotKind::Q8K(t.q4k, t.n.q4k, a),
@@ -335,6 +450,31 @@ impl<'a> RowDot<'a> {
         Some(RowDot { kind, nb })
     }
 
+    /// Let calls of several rows take `t`'s grouped kernel for `w` on `g` (the same
+    /// activations, grouped), where `t` has one and `g` was made from these activations' kind;
+    /// single rows keep the single-row kernel, which gives the same bits.
+    pub fn with_groups(mut self, t: &DotTable, w: DType, g: &'a GroupedActs) -> RowDot<'a> {
+        if g.nb != self.nb {
+            return self;
+        }
+        match (&mut self.kind, w, g.q8_1) {
+            (RowDotKind::Q8_0(_, _, _, slot), DType::Q4_0, false) => {
+                *slot = t.g.q4_0.map(|f| (f, &g.groups[..]))
+            }
+            (RowDotKind::Q8_0(_, _, _, slot), DType::Q5_0, false) => {
+                *slot = t.g.q5_0.map(|f| (f, &g.groups[..]))
+            }
+            (RowDotKind::Q8_1(_, _, _, slot), DType::Q4_1, true) => {
+                *slot = t.g.q4_1.map(|f| (f, &g.groups[..]))
+            }
+            (RowDotKind::Q8_1(_, _, _, slot), DType::Q5_1, true) => {
+                *slot = t.g.q5_1.map(|f| (f, &g.groups[..]))
+            }
+            _ => {}
+        }
+        self
+    }
+
     /// `w_row · acts[i]`. `w_row` must be one whole row of the weight type given to [`new`].
     #[inline]
     pub fn dot(&self, w_row: &[u8], i: usize) -> f32 {
@@ -344,8 +484,8 @@ impl<'a> RowDot<'a> {
         // slicing below bounds-checks.
         unsafe {
             match self.kind {
-                RowDotKind::Q8_0(f, _, a) => f(w_row, &a[i * nb..(i + 1) * nb]),
-                RowDotKind::Q8_1(f, _, a) => f(w_row, &a[i * nb..(i + 1) * nb]),
+                RowDotKind::Q8_0(f, _, a, _) => f(w_row, &a[i * nb..(i + 1) * nb]),
+                RowDotKind::Q8_1(f, _, a, _) => f(w_row, &a[i * nb..(i + 1) * nb]),
                 RowDotKind::Q8K(f, _, a) => f(w_row, &a[i * nb..(i + 1) * nb]),
             }
         }
@@ -361,9 +501,17 @@ impl<'a> RowDot<'a> {
             // SAFETY: as in `dot`; the multi-row kernels read `o.len()` rows of `nb` blocks,
             // which the slicing bounds-checks.
             unsafe {
+                let per = nb.div_ceil(4);
+                let groups = i0 * per..(i0 + o.len()) * per;
                 match self.kind {
-                    RowDotKind::Q8_0(_, Some(f), a) => f(w_row, &a[rows], o),
-                    RowDotKind::Q8_1(_, Some(f), a) => f(w_row, &a[rows], o),
+                    RowDotKind::Q8_0(_, _, a, Some((f, g))) if o.len() > 1 => {
+                        f(w_row, &a[rows], &g[groups], o)
+                    }
+                    RowDotKind::Q8_1(_, _, a, Some((f, g))) if o.len() > 1 => {
+                        f(w_row, &a[rows], &g[groups], o)
+                    }
+                    RowDotKind::Q8_0(_, Some(f), a, _) => f(w_row, &a[rows], o),
+                    RowDotKind::Q8_1(_, Some(f), a, _) => f(w_row, &a[rows], o),
                     RowDotKind::Q8K(_, Some(f), a) => f(w_row, &a[rows], o),
                     _ => {
                         for (j, v) in o.iter_mut().enumerate() {

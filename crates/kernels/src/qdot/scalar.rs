@@ -5,7 +5,7 @@
 //! Every kernel takes `nb = a.len()` blocks and panics if `w` is shorter than `nb` weight
 //! blocks (once per row, before any work).
 
-use super::{BlockQ8Kx, BlockQ8_0x, BlockQ8_1x, DotTable, DotTableN, Isa};
+use super::{BlockQ8Kx, BlockQ8_0x, BlockQ8_1x, DotTable, DotTableG, DotTableN, Isa};
 use crate::quants::kquants::{q3k_scales, scale_min_k4};
 use crate::quants::{
     read_f16, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1,
@@ -15,6 +15,12 @@ use std::mem::{offset_of, size_of};
 
 pub const TABLE: DotTable = DotTable {
     isa: Isa::Scalar,
+    g: DotTableG {
+        q4_0: None,
+        q5_0: None,
+        q4_1: None,
+        q5_1: None,
+    },
     n: DotTableN {
         q4_0: None,
         q5_0: None,

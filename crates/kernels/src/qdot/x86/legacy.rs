@@ -203,7 +203,7 @@ pub(super) unsafe fn high_bits_avx2(p: *const u8) -> __m256i {
 /// The same with an AVX-512 mask move.
 #[inline]
 #[target_feature(enable = "avx512bw,avx512vl")]
-unsafe fn high_bits_vnni(p: *const u8) -> __m256i {
+pub(super) unsafe fn high_bits_vnni(p: *const u8) -> __m256i {
     _mm256_maskz_mov_epi8(rd32(p) as u32, _mm256_set1_epi8(0x10))
 }
 
@@ -234,13 +234,13 @@ unsafe fn dot_off_avx2(q: __m256i, y: __m256i, o: i8) -> __m256i {
 
 #[inline]
 #[target_feature(enable = "avx512vnni,avx512vl")]
-unsafe fn dot_vnni(q: __m256i, y: __m256i) -> __m256i {
+pub(super) unsafe fn dot_vnni(q: __m256i, y: __m256i) -> __m256i {
     _mm256_dpbusd_epi32(_mm256_setzero_si256(), q, y)
 }
 
 #[inline]
 #[target_feature(enable = "avx512vnni,avx512vl")]
-unsafe fn dot_off_vnni(q: __m256i, y: __m256i, o: i8) -> __m256i {
+pub(super) unsafe fn dot_off_vnni(q: __m256i, y: __m256i, o: i8) -> __m256i {
     let z = _mm256_setzero_si256();
     _mm256_sub_epi32(
         _mm256_dpbusd_epi32(z, q, y),
@@ -538,14 +538,14 @@ unsafe fn load2(p: *const u8, s: usize) -> __m512i {
 /// Σ u8 × i8 over each group of 4 bytes into 16 i32 lanes.
 #[inline]
 #[target_feature(enable = "avx512f,avx512vnni")]
-unsafe fn dot2(q: __m512i, y: __m512i) -> __m512i {
+pub(super) unsafe fn dot2(q: __m512i, y: __m512i) -> __m512i {
     _mm512_dpbusd_epi32(_mm512_setzero_si512(), q, y)
 }
 
 /// Σ (q − o) × y over each group of 4 bytes into 16 i32 lanes.
 #[inline]
 #[target_feature(enable = "avx512f,avx512vnni")]
-unsafe fn dot_off2(q: __m512i, y: __m512i, o: u8) -> __m512i {
+pub(super) unsafe fn dot_off2(q: __m512i, y: __m512i, o: u8) -> __m512i {
     let z = _mm512_setzero_si512();
     _mm512_sub_epi32(
         _mm512_dpbusd_epi32(z, q, y),
@@ -559,19 +559,19 @@ unsafe fn dot_off2(q: __m512i, y: __m512i, o: u8) -> __m512i {
 
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw")]
-unsafe fn q4_0_w2(b: *const u8) -> __m512i {
+pub(super) unsafe fn q4_0_w2(b: *const u8) -> __m512i {
     nibbles2(b.add(offset_of!(BlockQ4_0, qs)), size_of::<BlockQ4_0>())
 }
 
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw")]
-unsafe fn q4_1_w2(b: *const u8) -> __m512i {
+pub(super) unsafe fn q4_1_w2(b: *const u8) -> __m512i {
     nibbles2(b.add(offset_of!(BlockQ4_1, qs)), size_of::<BlockQ4_1>())
 }
 
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw")]
-unsafe fn q5_0_w2(b: *const u8) -> __m512i {
+pub(super) unsafe fn q5_0_w2(b: *const u8) -> __m512i {
     const S: usize = size_of::<BlockQ5_0>();
     let q = nibbles2(b.add(offset_of!(BlockQ5_0, qs)), S);
     let h = high_bits2(b.add(offset_of!(BlockQ5_0, qh)), S);
@@ -580,7 +580,7 @@ unsafe fn q5_0_w2(b: *const u8) -> __m512i {
 
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw")]
-unsafe fn q5_1_w2(b: *const u8) -> __m512i {
+pub(super) unsafe fn q5_1_w2(b: *const u8) -> __m512i {
     const S: usize = size_of::<BlockQ5_1>();
     let q = nibbles2(b.add(offset_of!(BlockQ5_1, qs)), S);
     let h = high_bits2(b.add(offset_of!(BlockQ5_1, qh)), S);
@@ -610,7 +610,7 @@ unsafe fn q_1_isum2(q: __m512i, y: *const i8) -> __m512i {
 
 /// Where the second of the two 64-byte loads that gather four blocks' f16 fields starts: the
 /// first covers bytes 0..64 of the group, the second ends with it (groups of 64 to 128 bytes).
-const fn scale_hi(s: usize) -> usize {
+pub(super) const fn scale_hi(s: usize) -> usize {
     assert!(4 * s >= 64 && 4 * s <= 128);
     4 * s - 64
 }
@@ -618,7 +618,7 @@ const fn scale_hi(s: usize) -> usize {
 /// `vpermt2w` indices gathering the f16 `d` of four blocks `s` bytes apart into words 0..3 and
 /// their `m` (with `with_m`; else `d` again) into words 4..7, from the 64 bytes at the group's
 /// start (indices 0..32) and the 64 at [`scale_hi`] (32..64).
-const fn scale_index(s: usize, with_m: bool) -> [i16; 32] {
+pub(super) const fn scale_index(s: usize, with_m: bool) -> [i16; 32] {
     let hi = scale_hi(s);
     let mut idx = [0i16; 32];
     let mut k = 0;

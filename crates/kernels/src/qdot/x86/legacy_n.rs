@@ -299,12 +299,16 @@ kernel_rows!(
 
 #[cfg(test)]
 mod tests {
-    use crate::qdot::{quantize_q8_0, quantize_q8_1, BlockQ8_0x, BlockQ8_1x, DotTable, Isa, MAX_N};
+    use crate::qdot::{
+        quantize_q8_0, quantize_q8_1, BlockQ8_0x, BlockQ8_1x, DotTable, GroupedActs, Isa,
+        QuantActs, MAX_N,
+    };
     use crate::DType;
 
-    /// Every multi-row entry of every instruction set's table gives each row the same bits as
-    /// that table's single-row kernel, for 1..=MAX_N rows and 0..=13 blocks (whole groups of
-    /// four and every count of leftovers): batched decode relies on it.
+    /// Every multi-row entry of every instruction set's table, on blocks and on grouped
+    /// activations, gives each row the same bits as that table's single-row kernel, for
+    /// 1..=MAX_N rows and 0..=13 blocks (whole groups of four and every count of leftovers):
+    /// batched decode relies on it.
     #[test]
     fn multi_row_kernels_give_each_row_the_single_row_bits() {
         let mut s = 0x9e3779b97f4a7c15u64;
@@ -358,6 +362,38 @@ mod tests {
                         }
                         w
                     };
+                    let g0 = GroupedActs::new(&QuantActs::Q8_0(a0.clone()), nb * 32).unwrap();
+                    let g1 = GroupedActs::new(&QuantActs::Q8_1(a1.clone()), nb * 32).unwrap();
+                    for (dt, grouped) in [
+                        (DType::Q4_0, t.g.q4_0.is_some()),
+                        (DType::Q5_0, t.g.q5_0.is_some()),
+                        (DType::Q4_1, t.g.q4_1.is_some()),
+                        (DType::Q5_1, t.g.q5_1.is_some()),
+                    ] {
+                        if !grouped {
+                            continue;
+                        }
+                        let w = weights(dt);
+                        let mut out = vec![f32::NAN; n];
+                        let (acts, g) = if matches!(dt, DType::Q4_1 | DType::Q5_1) {
+                            (QuantActs::Q8_1(a1.clone()), &g1)
+                        } else {
+                            (QuantActs::Q8_0(a0.clone()), &g0)
+                        };
+                        let rd = crate::qdot::RowDot::new(&t, dt, &acts, nb * 32)
+                            .expect("row dot")
+                            .with_groups(&t, dt, g);
+                        rd.dot_rows(&w, 0, &mut out);
+                        for (r, &got) in out.iter().enumerate() {
+                            let want = rd.dot(&w, r);
+                            assert_eq!(
+                                got.to_bits(),
+                                want.to_bits(),
+                                "grouped {dt:?} {isa:?} {nb} blocks, row {r} of {n}: {got} vs {want}"
+                            );
+                            checked += 1;
+                        }
+                    }
                     for (dt, one, many) in f0 {
                         let Some(many) = many else { continue };
                         let w = weights(dt);

@@ -2,6 +2,8 @@
 //! the entries it implements into a [`DotTable`]; anything it leaves keeps the scalar twin.
 
 #[cfg(target_arch = "x86_64")]
+mod grouped;
+#[cfg(target_arch = "x86_64")]
 mod kquants;
 #[cfg(target_arch = "x86_64")]
 mod kquants_n;
@@ -47,6 +49,7 @@ pub fn install(t: &mut DotTable, isa: Isa) {
     {
         legacy::install(t, isa);
         legacy_n::install(t, isa);
+        grouped::install(t, isa);
         kquants::install(t, isa);
     }
 }

@@ -1,0 +1,249 @@
+//! Multi-row AVX-512 VNNI dot products of Q4_0, Q4_1, Q5_0 and Q5_1 against activations
+//! also laid out in groups of four blocks ([`ActGroup`]): one weight row against `N` = 2..=4
+//! activation rows per call (batched decode and short prefill jobs).
+//!
+//! They compute exactly what the single-row AVX-512 kernels of [`super::legacy`] compute for
+//! each row — the same integer sums, the same products of the same scales, the same FMAs
+//! into the same lanes, the same final sums, and the leftover `nb % 4` blocks as their 256-bit
+//! kernel takes them — so a token gets the same bits alone (one row, the single-row kernel)
+//! as in a batch (here). What changes is where the activations come from: each row's four
+//! blocks are one group of contiguous quants (two 64-byte loads instead of four 32-byte loads
+//! and two inserts) with the four scales `d` and sums `s` side by side (one load instead of
+//! two and a two-source permute), and the weight side — nibbles, fifth bits, the gather and
+//! conversion of the f16 fields, the leftover blocks' unpacking — is done once for all rows,
+//! with no call per row for the leftovers.
+
+use super::kquants::check_row;
+use super::legacy::{
+    dot2, dot_off2, dot_off_vnni, dot_vnni, high_bits_vnni, hsum, hsum128, nibbles, prefetch,
+    q4_0_w2, q4_1_w2, q5_0_w2, q5_1_w2, scale_hi, scale_index,
+};
+use crate::qdot::{ActGroup, BlockQ8_0x, BlockQ8_1x, DotTable, Isa};
+use crate::quants::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1};
+use std::arch::x86_64::*;
+use std::mem::{offset_of, size_of};
+use std::ptr::read_unaligned;
+
+/// Fill the grouped entries of `t` (AVX-512 only).
+pub fn install(t: &mut DotTable, isa: Isa) {
+    if let Isa::Avx512 = isa {
+        t.g.q4_0 = Some(q4_0_g);
+        t.g.q5_0 = Some(q5_0_g);
+        t.g.q4_1 = Some(q4_1_g);
+        t.g.q5_1 = Some(q5_1_g);
+    }
+}
+
+// Per format, for the leftover blocks: one block's quants as 32 unsigned bytes (256-bit), and
+// its exact i32 lanes against 32 activation quants — as the single-row kernels' 256-bit
+// kernel computes them.
+
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn q4_0_q1(b: *const u8) -> __m256i {
+    nibbles(b.add(offset_of!(BlockQ4_0, qs)))
+}
+
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn q4_1_q1(b: *const u8) -> __m256i {
+    nibbles(b.add(offset_of!(BlockQ4_1, qs)))
+}
+
+#[inline]
+#[target_feature(enable = "avx2,avx512bw,avx512vl")]
+unsafe fn q5_0_q1(b: *const u8) -> __m256i {
+    _mm256_or_si256(
+        nibbles(b.add(offset_of!(BlockQ5_0, qs))),
+        high_bits_vnni(b.add(offset_of!(BlockQ5_0, qh))),
+    )
+}
+
+#[inline]
+#[target_feature(enable = "avx2,avx512bw,avx512vl")]
+unsafe fn q5_1_q1(b: *const u8) -> __m256i {
+    _mm256_or_si256(
+        nibbles(b.add(offset_of!(BlockQ5_1, qs))),
+        high_bits_vnni(b.add(offset_of!(BlockQ5_1, qh))),
+    )
+}
+
+/// One format's kernel (see the module doc): `$w2` unpacks two blocks and `$isum2` multiplies
+/// them (512-bit), `$q1` / `$isum1` the same for one leftover block (256-bit), `$with_m` says
+/// whether the format adds `m_w · s_a` per block.
+macro_rules! kernel_g {
+    ($(#[$doc:meta])* $name:ident, $rows:ident, $blk:ty, $act:ty, $w2:ident, $isum2:expr, $q1:ident, $isum1:expr, $with_m:tt) => {
+        #[inline]
+        #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+        unsafe fn $rows<const N: usize>(w: &[u8], a: &[$act], g: &[ActGroup], out: &mut [f32]) {
+            const S: usize = size_of::<$blk>();
+            const W_IDX: [i16; 32] = scale_index(S, $with_m);
+            assert!(
+                out.len() == N && a.len().is_multiple_of(N),
+                "{} activation blocks do not split into {} rows",
+                a.len(),
+                out.len()
+            );
+            let nb = a.len() / N;
+            let per = nb.div_ceil(4);
+            assert_eq!(g.len(), N * per, "activation groups do not match the blocks");
+            check_row(w, S, nb);
+            let (wp, gp) = (w.as_ptr(), g.as_ptr());
+            let w_idx = _mm512_loadu_si512(W_IDX.as_ptr() as *const _);
+            let p01 = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
+            let p23 = _mm512_setr_epi32(2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
+            let mut acc0 = [_mm512_setzero_ps(); N];
+            let mut acc1 = [_mm512_setzero_ps(); N];
+            #[allow(unused_mut)]
+            let mut mins = [_mm256_setzero_ps(); N];
+            let full = nb / 4;
+            for gi in 0..full {
+                let b = wp.add(4 * gi * S);
+                prefetch(b, 4 * S);
+                let q01 = $w2(b);
+                let q23 = $w2(b.add(2 * S));
+                let dm = _mm512_permutex2var_epi16(
+                    _mm512_loadu_si512(b as *const _),
+                    w_idx,
+                    _mm512_loadu_si512(b.add(scale_hi(S)) as *const _),
+                );
+                let dw = _mm256_cvtph_ps(_mm512_castsi512_si128(dm));
+                for r in 0..N {
+                    let y = &*gp.add(r * per + gi);
+                    let yq = y.qs.as_ptr() as *const __m512i;
+                    let s01 = $isum2(q01, _mm512_load_si512(yq));
+                    let s23 = $isum2(q23, _mm512_load_si512(yq.add(1)));
+                    let da = kernel_g!(@act_scales $with_m, y);
+                    let sc = _mm256_mul_ps(dw, da);
+                    kernel_g!(@mins $with_m, mins[r], sc);
+                    let sc = _mm512_castps256_ps512(sc);
+                    let d01 = _mm512_permutexvar_ps(p01, sc);
+                    let d23 = _mm512_permutexvar_ps(p23, sc);
+                    acc0[r] = _mm512_fmadd_ps(d01, _mm512_cvtepi32_ps(s01), acc0[r]);
+                    acc1[r] = _mm512_fmadd_ps(d23, _mm512_cvtepi32_ps(s23), acc1[r]);
+                }
+            }
+            // The leftover blocks, one at a time into one 256-bit accumulator per row, plus
+            // the scalar sum of their offsets, as the 256-bit kernel adds them up.
+            let mut acct = [_mm256_setzero_ps(); N];
+            #[allow(unused_mut)]
+            let mut tail = [0f32; N];
+            for j in 4 * full..nb {
+                let b = wp.add(j * S);
+                let q = $q1(b);
+                let dw = _mm_cvtph_ps(_mm_cvtsi32_si128(read_unaligned(b as *const u16) as i32));
+                let (gi, l) = (j / 4, j % 4);
+                for r in 0..N {
+                    let y = &*gp.add(r * per + gi);
+                    let ya = _mm256_load_si256(y.qs.as_ptr().add(32 * l) as *const __m256i);
+                    let isum = $isum1(q, ya);
+                    let sc = _mm256_broadcastss_ps(_mm_mul_ss(dw, _mm_set_ss(y.d[l])));
+                    acct[r] = _mm256_fmadd_ps(sc, _mm256_cvtepi32_ps(isum), acct[r]);
+                    kernel_g!(@min1 $with_m, tail[r], b, y.s[l], $blk);
+                }
+            }
+            for r in 0..N {
+                #[allow(unused_mut)]
+                let mut sum = _mm512_reduce_add_ps(_mm512_add_ps(acc0[r], acc1[r]));
+                kernel_g!(@sum_mins $with_m, sum, mins[r]);
+                if full < per {
+                    let z = _mm256_setzero_ps();
+                    let t = _mm256_add_ps(_mm256_add_ps(acct[r], z), _mm256_add_ps(z, z));
+                    sum += hsum(t) + kernel_g!(@no_mins $with_m) + tail[r];
+                }
+                out[r] = sum;
+            }
+        }
+
+        $(#[$doc])*
+        #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+        unsafe fn $name(w: &[u8], a: &[$act], g: &[ActGroup], out: &mut [f32]) {
+            match out.len() {
+                1 => $rows::<1>(w, a, g, out),
+                2 => $rows::<2>(w, a, g, out),
+                3 => $rows::<3>(w, a, g, out),
+                4 => $rows::<4>(w, a, g, out),
+                n => panic!("grouped kernel called with {n} rows"),
+            }
+        }
+    };
+    // [d_a, s_a] of the four blocks (`_1` formats), or [d_a, d_a].
+    (@act_scales true, $y:ident) => {
+        _mm256_load_ps($y.d.as_ptr())
+    };
+    (@act_scales false, $y:ident) => {
+        _mm256_broadcast_ps(&*($y.d.as_ptr() as *const __m128))
+    };
+    (@mins false, $mins:expr, $sc:ident) => {};
+    (@mins true, $mins:expr, $sc:ident) => {
+        $mins = _mm256_add_ps($mins, $sc)
+    };
+    (@sum_mins false, $sum:ident, $mins:expr) => {
+        let _ = $mins;
+    };
+    // Lanes 4..7: m_w s_a.
+    (@sum_mins true, $sum:ident, $mins:expr) => {
+        $sum += hsum128(_mm256_extractf128_ps($mins, 1))
+    };
+    (@min1 false, $tail:expr, $b:ident, $s:expr, $blk:ty) => {};
+    (@min1 true, $tail:expr, $b:ident, $s:expr, $blk:ty) => {{
+        let m = read_unaligned($b.add(offset_of!($blk, m)) as *const u16);
+        $tail += _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(m as i32))) * $s
+    }};
+    // The 256-bit kernel's sum of its (here zero) group offsets: `+0.0`, or nothing.
+    (@no_mins false) => {
+        0f32
+    };
+    (@no_mins true) => {
+        hsum128(_mm_setzero_ps())
+    };
+}
+
+kernel_g!(
+    /// Q4_0 × Q8_0 groups, as `q4_0_avx512` per row.
+    q4_0_g,
+    q4_0_rows,
+    BlockQ4_0,
+    BlockQ8_0x,
+    q4_0_w2,
+    |q, y| dot_off2(q, y, 8),
+    q4_0_q1,
+    |q, y| dot_off_vnni(q, y, 8),
+    false
+);
+kernel_g!(
+    /// Q4_1 × Q8_1 groups, as `q4_1_avx512` per row.
+    q4_1_g,
+    q4_1_rows,
+    BlockQ4_1,
+    BlockQ8_1x,
+    q4_1_w2,
+    |q, y| dot2(q, y),
+    q4_1_q1,
+    |q, y| dot_vnni(q, y),
+    true
+);
+kernel_g!(
+    /// Q5_0 × Q8_0 groups, as `q5_0_avx512` per row.
+    q5_0_g,
+    q5_0_rows,
+    BlockQ5_0,
+    BlockQ8_0x,
+    q5_0_w2,
+    |q, y| dot_off2(q, y, 16),
+    q5_0_q1,
+    |q, y| dot_off_vnni(q, y, 16),
+    false
+);
+kernel_g!(
+    /// Q5_1 × Q8_1 groups, as `q5_1_avx512` per row.
+    q5_1_g,
+    q5_1_rows,
+    BlockQ5_1,
+    BlockQ8_1x,
+    q5_1_w2,
+    |q, y| dot2(q, y),
+    q5_1_q1,
+    |q, y| dot_vnni(q, y),
+    true
+);
