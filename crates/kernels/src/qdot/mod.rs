@@ -157,6 +157,9 @@ pub type DotQ8KN = unsafe fn(w: &[u8], a: &[BlockQ8Kx], out: &mut [f32]);
 /// The most activation rows one multi-row kernel call takes.
 pub const MAX_N: usize = 4;
 
+/// The most activation rows one grouped kernel call takes.
+pub const MAX_G: usize = 8;
+
 /// Multi-row kernels, where an instruction set has them (else rows go one by one).
 #[derive(Clone, Copy, Default)]
 pub struct DotTableN {
@@ -172,7 +175,7 @@ pub struct DotTableN {
     pub q6k: Option<DotQ8KN>,
 }
 
-/// One weight row against `out.len()` = 1..=[`MAX_N`] activation rows, each both as blocks
+/// One weight row against `out.len()` = 1..=[`MAX_G`] activation rows, each both as blocks
 /// (`a`, rows back to back) and as groups of four blocks (`g`, `nb.div_ceil(4)` per row, the
 /// last zero-padded): the same results, bit for bit, as the single-row kernel on each row.
 pub type DotG0 = unsafe fn(w: &[u8], a: &[BlockQ8_0x], g: &[ActGroup], out: &mut [f32]);
@@ -495,8 +498,12 @@ impl<'a> RowDot<'a> {
     /// the instruction set has a multi-row kernel for this format.
     pub fn dot_rows(&self, w_row: &[u8], first: usize, out: &mut [f32]) {
         let nb = self.nb;
-        for (c, o) in out.chunks_mut(MAX_N).enumerate() {
-            let i0 = first + c * MAX_N;
+        let step = match self.kind {
+            RowDotKind::Q8_0(_, _, _, Some(_)) | RowDotKind::Q8_1(_, _, _, Some(_)) => MAX_G,
+            _ => MAX_N,
+        };
+        for (c, o) in out.chunks_mut(step).enumerate() {
+            let i0 = first + c * step;
             let rows = i0 * nb..(i0 + o.len()) * nb;
             // SAFETY: as in `dot`; the multi-row kernels read `o.len()` rows of `nb` blocks,
             // which the slicing bounds-checks.

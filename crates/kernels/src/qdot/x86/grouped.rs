@@ -163,6 +163,10 @@ macro_rules! kernel_g {
                 2 => $rows::<2>(w, a, g, out),
                 3 => $rows::<3>(w, a, g, out),
                 4 => $rows::<4>(w, a, g, out),
+                5 => $rows::<5>(w, a, g, out),
+                6 => $rows::<6>(w, a, g, out),
+                7 => $rows::<7>(w, a, g, out),
+                8 => $rows::<8>(w, a, g, out),
                 n => panic!("grouped kernel called with {n} rows"),
             }
         }
