@@ -571,9 +571,8 @@ fn shutdown_with_requests_in_flight_returns_promptly() {
 }
 
 /// A request's logprobs, to the bit: alone, again with its prompt in the prefix cache, and
-/// in a batch of nine whose other prompts are new (their prefill and the decode rows of nine
-/// sequences would take other matmul kernels than a lone row, were the decode rows not kept
-/// on the per-row dots). Q8_0 weights, so the integer kernels run.
+/// in a batch of nine whose other prompts are new (prefilled together with it, and decoded
+/// nine rows at a time). Q8_0 weights, so the integer kernels run.
 #[test]
 fn quantized_request_same_bits_alone_cached_and_batched() {
     for name in ["llama", "deepseek2"] {
@@ -608,5 +607,41 @@ fn quantized_request_same_bits_alone_cached_and_batched() {
         for rx in others {
             assert!(matches!(collect(&rx).1, Event::Done { .. }));
         }
+    }
+}
+
+/// A prompt that shares only its beginning with a finished request (a partial prefix-cache
+/// hit: the rest is prefilled from where the hit ends) gives the same logprobs, to the bit,
+/// as on a fresh scheduler: prompts run on the tiled kernels, which compute each token alone
+/// (kernels/tests/matmul_many.rs checks that per format at real widths; these fixtures'
+/// widths are too small for the kernel families to round differently).
+#[test]
+fn quantized_request_same_bits_after_a_partial_prefix_hit() {
+    for name in ["llama", "deepseek2"] {
+        let path = fixture_dir(name).join("model.q8_0.gguf");
+        let m: Arc<dyn Architecture> =
+            Arc::from(arch::build(mixture_model::load(&path).expect("load")).expect("build"));
+        let first = prompt(m.as_ref(), 24, 5);
+        // The hit ends 5 tokens before the prompt's last: a short prefill after it.
+        let mut second = first[..16].to_vec();
+        second.extend(prompt(m.as_ref(), 6, 6));
+        let bits = |v: &[(u32, f32)]| -> Vec<(u32, u32)> {
+            v.iter().map(|(t, l)| (*t, l.to_bits())).collect()
+        };
+        let mut cfg = config(2);
+        cfg.prefix_cache_tokens = 1000;
+        let sched = Scheduler::start(m.clone(), cfg);
+        run_logprobs(&sched, &first, 4);
+        let (partial, last) = run_logprobs(&sched, &second, 8);
+        assert!(
+            matches!(last, Event::Done { cached_tokens, .. } if cached_tokens > 0 && cached_tokens < second.len() - 1),
+            "{name}: expected a partial hit, got {last:?}"
+        );
+        let (fresh, _) = run_logprobs(&Scheduler::start(m.clone(), config(2)), &second, 8);
+        assert_eq!(
+            bits(&partial),
+            bits(&fresh),
+            "{name}: partial prefix hit vs fresh"
+        );
     }
 }

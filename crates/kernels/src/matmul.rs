@@ -90,9 +90,29 @@ struct OutPtr(*mut f32);
 unsafe impl Send for OutPtr {}
 unsafe impl Sync for OutPtr {}
 
+/// Which kernel family a thread's matmuls take (see [`with_row_dots`], [`with_tiled`]).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Family {
+    /// By token count: the tiled kernel from [`gemm_min_tokens`] tokens up.
+    Auto,
+    RowDots,
+    Tiled,
+}
+
 thread_local! {
-    /// Set while [`with_row_dots`] runs on this thread.
-    static ROW_DOTS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// Set while [`with_row_dots`] or [`with_tiled`] runs on this thread.
+    static FAMILY: std::cell::Cell<Family> = const { std::cell::Cell::new(Family::Auto) };
+}
+
+fn with_family<R>(family: Family, f: impl FnOnce() -> R) -> R {
+    struct Restore(Family);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            FAMILY.with(|c| c.set(self.0));
+        }
+    }
+    let _restore = Restore(FAMILY.with(|c| c.replace(family)));
+    f()
 }
 
 /// Run `f` with every matmul it starts on this thread kept on the per-row dots, whatever its
@@ -101,19 +121,27 @@ thread_local! {
 /// The batching scheduler runs its decode rows so, which makes a sequence's output independent
 /// of what else runs with it.
 pub fn with_row_dots<R>(f: impl FnOnce() -> R) -> R {
-    struct Restore(bool);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            ROW_DOTS.with(|c| c.set(self.0));
-        }
-    }
-    let _restore = Restore(ROW_DOTS.with(|c| c.replace(true)));
-    f()
+    with_family(Family::RowDots, f)
+}
+
+/// Run `f` with every matmul it starts on this thread on the tiled kernel wherever this CPU
+/// has one for the format ([`gemm::fast_for`]), whatever its token count (other formats keep
+/// the per-row dots). The tiled kernels compute each token's column alone too (the same sums
+/// in the same order whichever tokens share a tile), so a token's result is again the same
+/// bits whichever other tokens share its job — while a batch of several sequences' prompts
+/// shares each weight pass. The batching scheduler runs prompts so.
+pub fn with_tiled<R>(f: impl FnOnce() -> R) -> R {
+    with_family(Family::Tiled, f)
 }
 
 /// Whether a job of `t` tokens against `dtype` weights runs on the tiled prefill kernel.
 pub fn takes_tiled_kernel(dtype: DType, t: usize) -> bool {
-    t >= gemm_min_tokens(dtype) && gemm::fast_for(dtype) && !ROW_DOTS.with(|c| c.get())
+    let fast = gemm::fast_for(dtype);
+    match FAMILY.with(|c| c.get()) {
+        Family::Auto => t >= gemm_min_tokens(dtype) && fast,
+        Family::RowDots => false,
+        Family::Tiled => fast,
+    }
 }
 
 /// Run every job; see the module docs.
@@ -215,9 +243,9 @@ pub fn matmul_many(jobs: &mut [MatJob<'_>]) -> Result<(), KernelError> {
         if t == 0 {
             continue;
         }
-        if t > 1 {
-            // Tiled jobs (always several tokens) and the per-row dots of several tokens write
-            // the `[t, rows]` output themselves, a task's rows at a time.
+        if t > 1 || tiled[ji] {
+            // Tiled jobs (several tokens, or any under `with_tiled`) and the per-row dots of
+            // several tokens write the `[t, rows]` output themselves, a task's rows at a time.
             let out = OutPtr(j.out.as_mut_ptr());
             for first_row in (0..j.w.rows).step_by(ROWS_PER_TASK) {
                 let n = ROWS_PER_TASK.min(j.w.rows - first_row);

@@ -115,6 +115,24 @@ fn many_jobs_equal_the_reference_one_by_one() {
 /// what else runs with it). Every integer format and both float ones, several job sizes.
 #[test]
 fn row_dots_give_each_token_its_bits_alone() {
+    each_token_gets_its_bits_alone("with_row_dots", |f| {
+        mixture_kernels::matmul::with_row_dots(f)
+    });
+}
+
+/// The same under `with_tiled` (the scheduler's batched prompts): the tiled kernels, where the
+/// CPU has them, compute each token's column alone.
+#[test]
+fn tiled_gives_each_token_its_bits_alone() {
+    each_token_gets_its_bits_alone("with_tiled", |f| mixture_kernels::matmul::with_tiled(f));
+}
+
+fn each_token_gets_its_bits_alone(
+    mode: &str,
+    family: impl Fn(
+        &mut dyn FnMut() -> Result<(), mixture_kernels::KernelError>,
+    ) -> Result<(), mixture_kernels::KernelError>,
+) {
     let rows = 19;
     // 608 = 19 blocks of 32: groups of four plus leftovers in the 32-element kernels.
     // Every integer format, and the float ones the models store.
@@ -138,7 +156,7 @@ fn row_dots_give_each_token_its_bits_alone() {
                 .map(|j| ((j * 13 % 29) as f32 - 14.0) / 6.0)
                 .collect();
             let mut all = vec![0f32; t * rows];
-            mixture_kernels::matmul::with_row_dots(|| {
+            family(&mut || {
                 matmul_many(&mut [MatJob {
                     w,
                     x: &x,
@@ -148,18 +166,20 @@ fn row_dots_give_each_token_its_bits_alone() {
             .unwrap();
             for c in 0..t {
                 let mut one = vec![0f32; rows];
-                matmul_many(&mut [MatJob {
-                    w,
-                    x: &x[c * k..(c + 1) * k],
-                    out: &mut one,
-                }])
+                family(&mut || {
+                    matmul_many(&mut [MatJob {
+                        w,
+                        x: &x[c * k..(c + 1) * k],
+                        out: &mut one,
+                    }])
+                })
                 .unwrap();
                 assert!(one.iter().all(|v| v.is_finite()), "{d:?}: {one:?}");
                 let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<u32>>();
                 assert_eq!(
                     bits(&one),
                     bits(&all[c * rows..(c + 1) * rows]),
-                    "{d:?} k={k}: token {c} of {t} differs from its run alone"
+                    "{mode} {d:?} k={k}: token {c} of {t} differs from its run alone"
                 );
             }
         }

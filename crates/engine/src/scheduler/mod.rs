@@ -2,17 +2,18 @@
 //! together, one step at a time.
 //!
 //! Each step the worker admits waiting requests (up to [`SchedulerConfig::parallel`]
-//! running), then runs every running sequence's next tokens through the model: first each
-//! prefilling sequence's next chunk of its prompt (all but the prompt's last token, in chunks
-//! ending at multiples of [`SchedulerConfig::prefill_chunk`], each sequence alone; the chunk
-//! size also bounds the prompt tokens of a step, so a long prompt delays the others' next
-//! token by one chunk at most), then one [`Architecture::forward_batch`] over every sequence's
-//! last pending token (decode tokens, and prompts' last tokens) on the per-row dots
-//! ([`mixture_kernels::matmul::with_row_dots`]). Each sequence then samples with its own
-//! seeded [`Sampler`]. So a request gives the same tokens, to the bit, alone or in any batch,
-//! and with its prompt computed or taken whole from the prefix cache (a partial hit
-//! prefills the rest from where the hit ends, which can round differently on the tiled
-//! kernels). Finished sequences leave between steps and hand their KV cache to the prefix
+//! running), then runs every running sequence's next tokens through the model: first one
+//! [`Architecture::forward_batch`] over the prefilling sequences' next chunks of their prompts
+//! (all but a prompt's last token, in chunks ending at multiples of
+//! [`SchedulerConfig::prefill_chunk`], on the tiled kernels wherever the CPU has them:
+//! [`mixture_kernels::matmul::with_tiled`]; the chunk size also bounds the prompt tokens of a
+//! step, so a long prompt delays the others' next token by one chunk at most), then one over
+//! every sequence's last pending token (decode tokens, and prompts' last tokens) on the
+//! per-row dots ([`mixture_kernels::matmul::with_row_dots`]). Both kernel families compute
+//! each token alone, so a request gives the same tokens, to the bit, alone or in any batch,
+//! and with its prompt computed, taken whole from the prefix cache, or partly (the rest
+//! prefilled from where the hit ends). Each sequence samples with its own seeded
+//! [`Sampler`]. Finished sequences leave between steps and hand their KV cache to the prefix
 //! cache, which new requests starting with the same tokens reuse.
 //!
 //! Events go to each request's sink, called on the worker thread (keep it quick: a channel

@@ -181,10 +181,12 @@ impl Worker {
         // Each sequence's tokens this step. The last pending token (a decode token, or a
         // prompt's last token) goes in the decode batch, which runs on the per-row dots
         // (`matmul::with_row_dots`): a row there gets the same bits whatever else is in the
-        // batch. Tokens before it (a prompt, forced tokens) run first, each sequence's chunk
-        // alone, in chunks ending at multiples of `prefill_chunk`: a prompt splits the same
-        // way whatever else runs. So a request's text does not depend on the other requests,
-        // nor on whether its prompt (all but the last token) came from the prefix cache.
+        // batch. Tokens before it (a prompt, forced tokens) run first, every sequence's chunk
+        // in one batch on the tiled kernels (`matmul::with_tiled`), which also give each token
+        // the same bits whatever else is in the batch, in chunks ending at multiples of
+        // `prefill_chunk`: a prompt splits the same way whatever else runs. So a request's
+        // text does not depend on the other requests, nor on whether its prompt (all but the
+        // last token) came from the prefix cache.
         let mut budget = self.prefill_chunk;
         let mut decode: Vec<Option<(usize, usize)>> = vec![None; self.running.len()];
         let mut prefill: Vec<(usize, (usize, usize))> = Vec::new();
@@ -203,13 +205,22 @@ impl Worker {
         }
         let mut results: Vec<Option<Result<Vec<f32>, String>>> =
             (0..self.running.len()).map(|_| None).collect();
-        for (i, span) in prefill {
-            let mut alone = vec![None; self.running.len()];
-            alone[i] = Some(span);
-            results[i] = self.forward(&alone, false).swap_remove(i);
+        if !prefill.is_empty() {
+            let mut spans = vec![None; self.running.len()];
+            for (i, span) in prefill {
+                spans[i] = Some(span);
+            }
+            for (r, p) in results.iter_mut().zip(self.forward(&spans, Family::Tiled)) {
+                if p.is_some() {
+                    *r = p;
+                }
+            }
         }
         if decode.iter().any(Option::is_some) {
-            for (r, d) in results.iter_mut().zip(self.forward(&decode, true)) {
+            for (r, d) in results
+                .iter_mut()
+                .zip(self.forward(&decode, Family::RowDots))
+            {
                 if d.is_some() {
                     *r = d;
                 }
@@ -237,13 +248,12 @@ impl Worker {
     }
 
     /// Run the spans (`tokens[a..b]` of each running sequence, `None`: nothing this step)
-    /// as one batch, on the per-row dots when `row_dots`. If the batch fails, each runs
-    /// alone, so one sequence's failure reaches only it. A failed sequence's cache is put
-    /// back as it was.
+    /// as one batch, on the kernels of `family`. If the batch fails, each runs alone, so one
+    /// sequence's failure reaches only it. A failed sequence's cache is put back as it was.
     fn forward(
         &mut self,
         spans: &[Option<(usize, usize)>],
-        row_dots: bool,
+        family: Family,
     ) -> Vec<Option<Result<Vec<f32>, String>>> {
         let mut items: Vec<BatchItem<'_>> = Vec::with_capacity(spans.len());
         let mut slots = Vec::with_capacity(spans.len());
@@ -264,13 +274,7 @@ impl Worker {
         let before: Vec<usize> = items.iter().map(|it| it.cache.len).collect();
         let model = &self.model;
         let batch = catch_unwind(AssertUnwindSafe(|| {
-            threads::in_pool(|| {
-                if row_dots {
-                    matmul::with_row_dots(|| model.forward_batch(&mut items))
-                } else {
-                    model.forward_batch(&mut items)
-                }
-            })
+            threads::in_pool(|| family.run(|| model.forward_batch(&mut items)))
         }));
         match batch {
             Ok(Ok(logits)) if logits.len() == items.len() => {
@@ -284,12 +288,7 @@ impl Worker {
                     it.cache.truncate(len);
                     let alone = catch_unwind(AssertUnwindSafe(|| {
                         threads::in_pool(|| {
-                            let mut run = || model.forward(it.tokens, it.cache, it.logits);
-                            if row_dots {
-                                matmul::with_row_dots(run)
-                            } else {
-                                run()
-                            }
+                            family.run(|| model.forward(it.tokens, it.cache, it.logits))
                         })
                     }));
                     out[*slot] = Some(match alone {
@@ -391,5 +390,24 @@ impl Worker {
             completion_tokens: s.generated,
         });
         self.prefix.insert(s.tokens, s.cache);
+    }
+}
+
+/// The kernel family a batch runs on: each gives a token the same bits whatever else shares
+/// its batch (see `step`).
+#[derive(Clone, Copy)]
+enum Family {
+    /// Decode: `matmul::with_row_dots`.
+    RowDots,
+    /// Prompts: `matmul::with_tiled`.
+    Tiled,
+}
+
+impl Family {
+    fn run<R>(self, f: impl FnOnce() -> R) -> R {
+        match self {
+            Family::RowDots => matmul::with_row_dots(f),
+            Family::Tiled => matmul::with_tiled(f),
+        }
     }
 }
