@@ -15,8 +15,8 @@
 
 use super::kquants::check_row;
 use super::legacy::{
-    dot2, dot_off2, dot_off_vnni, dot_vnni, high_bits_vnni, hsum, hsum128, nibbles, prefetch,
-    q4_0_w2, q4_1_w2, q5_0_w2, q5_1_w2, scale_hi, scale_index,
+    dot_off_vnni, dot_vnni, high_bits_vnni, hsum, hsum128, nibbles, prefetch, q4_0_isum2, q4_0_w2,
+    q4_1_w2, q5_0_isum2, q5_0_w2, q5_1_w2, q_1_isum2, scale_hi, scale_index,
 };
 use crate::qdot::{ActGroup, BlockQ8_0x, BlockQ8_1x, DotTable, Isa};
 use crate::quants::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1};
@@ -100,27 +100,23 @@ macro_rules! kernel_g {
             for gi in 0..full {
                 let b = wp.add(4 * gi * S);
                 prefetch(b, 4 * S);
-                let q01 = $w2(b);
-                let q23 = $w2(b.add(2 * S));
-                let dm = _mm512_permutex2var_epi16(
-                    _mm512_loadu_si512(b as *const _),
-                    w_idx,
-                    _mm512_loadu_si512(b.add(scale_hi(S)) as *const _),
-                );
-                let dw = _mm256_cvtph_ps(_mm512_castsi512_si128(dm));
+                let wg = group4_weights!($w2, b, w_idx, S);
                 for r in 0..N {
                     let y = &*gp.add(r * per + gi);
                     let yq = y.qs.as_ptr() as *const __m512i;
-                    let s01 = $isum2(q01, _mm512_load_si512(yq));
-                    let s23 = $isum2(q23, _mm512_load_si512(yq.add(1)));
-                    let da = kernel_g!(@act_scales $with_m, y);
-                    let sc = _mm256_mul_ps(dw, da);
-                    kernel_g!(@mins $with_m, mins[r], sc);
-                    let sc = _mm512_castps256_ps512(sc);
-                    let d01 = _mm512_permutexvar_ps(p01, sc);
-                    let d23 = _mm512_permutexvar_ps(p23, sc);
-                    acc0[r] = _mm512_fmadd_ps(d01, _mm512_cvtepi32_ps(s01), acc0[r]);
-                    acc1[r] = _mm512_fmadd_ps(d23, _mm512_cvtepi32_ps(s23), acc1[r]);
+                    group4_row!(
+                        $with_m,
+                        $isum2,
+                        wg,
+                        _mm512_load_si512(yq),
+                        _mm512_load_si512(yq.add(1)),
+                        kernel_g!(@act_scales $with_m, y),
+                        p01,
+                        p23,
+                        acc0[r],
+                        acc1[r],
+                        mins[r]
+                    );
                 }
             }
             // The leftover blocks, one at a time into one 256-bit accumulator per row, plus
@@ -143,9 +139,7 @@ macro_rules! kernel_g {
                 }
             }
             for r in 0..N {
-                #[allow(unused_mut)]
-                let mut sum = _mm512_reduce_add_ps(_mm512_add_ps(acc0[r], acc1[r]));
-                kernel_g!(@sum_mins $with_m, sum, mins[r]);
+                let mut sum = group4_row!(@sum $with_m, acc0[r], acc1[r], mins[r]);
                 if full < per {
                     let z = _mm256_setzero_ps();
                     let t = _mm256_add_ps(_mm256_add_ps(acct[r], z), _mm256_add_ps(z, z));
@@ -178,17 +172,6 @@ macro_rules! kernel_g {
     (@act_scales false, $y:ident) => {
         _mm256_broadcast_ps(&*($y.d.as_ptr() as *const __m128))
     };
-    (@mins false, $mins:expr, $sc:ident) => {};
-    (@mins true, $mins:expr, $sc:ident) => {
-        $mins = _mm256_add_ps($mins, $sc)
-    };
-    (@sum_mins false, $sum:ident, $mins:expr) => {
-        let _ = $mins;
-    };
-    // Lanes 4..7: m_w s_a.
-    (@sum_mins true, $sum:ident, $mins:expr) => {
-        $sum += hsum128(_mm256_extractf128_ps($mins, 1))
-    };
     (@min1 false, $tail:expr, $b:ident, $s:expr, $blk:ty) => {};
     (@min1 true, $tail:expr, $b:ident, $s:expr, $blk:ty) => {{
         let m = read_unaligned($b.add(offset_of!($blk, m)) as *const u16);
@@ -210,7 +193,7 @@ kernel_g!(
     BlockQ4_0,
     BlockQ8_0x,
     q4_0_w2,
-    |q, y| dot_off2(q, y, 8),
+    q4_0_isum2,
     q4_0_q1,
     |q, y| dot_off_vnni(q, y, 8),
     false
@@ -222,7 +205,7 @@ kernel_g!(
     BlockQ4_1,
     BlockQ8_1x,
     q4_1_w2,
-    |q, y| dot2(q, y),
+    q_1_isum2,
     q4_1_q1,
     |q, y| dot_vnni(q, y),
     true
@@ -234,7 +217,7 @@ kernel_g!(
     BlockQ5_0,
     BlockQ8_0x,
     q5_0_w2,
-    |q, y| dot_off2(q, y, 16),
+    q5_0_isum2,
     q5_0_q1,
     |q, y| dot_off_vnni(q, y, 16),
     false
@@ -246,7 +229,7 @@ kernel_g!(
     BlockQ5_1,
     BlockQ8_1x,
     q5_1_w2,
-    |q, y| dot2(q, y),
+    q_1_isum2,
     q5_1_q1,
     |q, y| dot_vnni(q, y),
     true

@@ -538,14 +538,14 @@ unsafe fn load2(p: *const u8, s: usize) -> __m512i {
 /// Σ u8 × i8 over each group of 4 bytes into 16 i32 lanes.
 #[inline]
 #[target_feature(enable = "avx512f,avx512vnni")]
-pub(super) unsafe fn dot2(q: __m512i, y: __m512i) -> __m512i {
+unsafe fn dot2(q: __m512i, y: __m512i) -> __m512i {
     _mm512_dpbusd_epi32(_mm512_setzero_si512(), q, y)
 }
 
 /// Σ (q − o) × y over each group of 4 bytes into 16 i32 lanes.
 #[inline]
 #[target_feature(enable = "avx512f,avx512vnni")]
-pub(super) unsafe fn dot_off2(q: __m512i, y: __m512i, o: u8) -> __m512i {
+unsafe fn dot_off2(q: __m512i, y: __m512i, o: u8) -> __m512i {
     let z = _mm512_setzero_si512();
     _mm512_sub_epi32(
         _mm512_dpbusd_epi32(z, q, y),
@@ -553,9 +553,9 @@ pub(super) unsafe fn dot_off2(q: __m512i, y: __m512i, o: u8) -> __m512i {
     )
 }
 
-// Per format: blocks `b` and the next as unsigned bytes (`_w2`), and those bytes against the
-// activation quants at `y` and the next block's (`_isum2`), exact i32 lanes. The unpacking
-// depends on the weights only, so the multi-row kernels do it once for every row.
+// Per format: blocks `b` and the next as unsigned bytes (`_w2`), and those bytes against two
+// blocks' activation quants (`_isum2`), exact i32 lanes. The unpacking depends on the weights
+// only, so the multi-row kernels do it once for every row.
 
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw")]
@@ -590,22 +590,22 @@ pub(super) unsafe fn q5_1_w2(b: *const u8) -> __m512i {
 /// Q4_0: `dpbusd` less `8 · Σa`.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-unsafe fn q4_0_isum2(q: __m512i, y: *const i8) -> __m512i {
-    dot_off2(q, load2(y as *const u8, size_of::<BlockQ8_0x>()), 8)
+pub(super) unsafe fn q4_0_isum2(q: __m512i, y: __m512i) -> __m512i {
+    dot_off2(q, y, 8)
 }
 
 /// Q5_0: `dpbusd` less `16 · Σa`.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-unsafe fn q5_0_isum2(q: __m512i, y: *const i8) -> __m512i {
-    dot_off2(q, load2(y as *const u8, size_of::<BlockQ8_0x>()), 16)
+pub(super) unsafe fn q5_0_isum2(q: __m512i, y: __m512i) -> __m512i {
+    dot_off2(q, y, 16)
 }
 
 /// Q4_1 / Q5_1: plain `dpbusd` (the offsets `m` come in through the activation sums).
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-unsafe fn q_1_isum2(q: __m512i, y: *const i8) -> __m512i {
-    dot2(q, load2(y as *const u8, size_of::<BlockQ8_1x>()))
+pub(super) unsafe fn q_1_isum2(q: __m512i, y: __m512i) -> __m512i {
+    dot2(q, y)
 }
 
 /// Where the second of the two 64-byte loads that gather four blocks' f16 fields starts: the
@@ -689,37 +689,32 @@ macro_rules! kernel_512 {
             while i + 4 <= nb {
                 let b = wp.add(i * S);
                 prefetch(b, 4 * S);
-                let q01 = $w2(b);
-                let q23 = $w2(b.add(2 * S));
-                let dm = _mm512_permutex2var_epi16(
-                    _mm512_loadu_si512(b as *const _),
-                    w_idx,
-                    _mm512_loadu_si512(b.add(scale_hi(S)) as *const _),
-                );
-                let dw = _mm256_cvtph_ps(_mm512_castsi512_si128(dm));
+                let wg = group4_weights!($w2, b, w_idx, S);
                 for r in 0..N {
                     let y = ap.add(r * nb + i);
-                    let s01 = $isum2(q01, (*y).qs.as_ptr());
-                    let s23 = $isum2(q23, (*y.add(2)).qs.as_ptr());
                     let yf = y as *const f32;
-                    let da = _mm512_permutex2var_ps(
-                        _mm512_loadu_ps(yf),
-                        a_idx,
-                        _mm512_loadu_ps(yf.add(16)),
+                    group4_row!(
+                        $with_m,
+                        $isum2,
+                        wg,
+                        load2((*y).qs.as_ptr() as *const u8, A),
+                        load2((*y.add(2)).qs.as_ptr() as *const u8, A),
+                        _mm512_castps512_ps256(_mm512_permutex2var_ps(
+                            _mm512_loadu_ps(yf),
+                            a_idx,
+                            _mm512_loadu_ps(yf.add(16)),
+                        )),
+                        p01,
+                        p23,
+                        acc0[r],
+                        acc1[r],
+                        mins[r]
                     );
-                    let sc = _mm256_mul_ps(dw, _mm512_castps512_ps256(da));
-                    kernel_512!(@mins $with_m, mins[r], sc);
-                    let sc = _mm512_castps256_ps512(sc);
-                    let d01 = _mm512_permutexvar_ps(p01, sc);
-                    let d23 = _mm512_permutexvar_ps(p23, sc);
-                    acc0[r] = _mm512_fmadd_ps(d01, _mm512_cvtepi32_ps(s01), acc0[r]);
-                    acc1[r] = _mm512_fmadd_ps(d23, _mm512_cvtepi32_ps(s23), acc1[r]);
                 }
                 i += 4;
             }
             for r in 0..N {
-                let mut sum = _mm512_reduce_add_ps(_mm512_add_ps(acc0[r], acc1[r]));
-                kernel_512!(@sum_mins $with_m, sum, mins[r]);
+                let mut sum = group4_row!(@sum $with_m, acc0[r], acc1[r], mins[r]);
                 if i < nb {
                     sum += $rest(&w[i * S..], &a[r * nb + i..(r + 1) * nb]);
                 }
@@ -746,17 +741,6 @@ macro_rules! kernel_512 {
                 n => panic!("multi-row kernel called with {n} rows"),
             }
         }
-    };
-    (@mins false, $mins:expr, $sc:ident) => {};
-    (@mins true, $mins:expr, $sc:ident) => {
-        $mins = _mm256_add_ps($mins, $sc)
-    };
-    (@sum_mins false, $sum:ident, $mins:expr) => {
-        let _ = $mins;
-    };
-    // Lanes 4..7: m_w s_a.
-    (@sum_mins true, $sum:ident, $mins:expr) => {
-        $sum += hsum128(_mm256_extractf128_ps($mins, 1))
     };
 }
 
