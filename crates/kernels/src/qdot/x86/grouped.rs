@@ -14,6 +14,7 @@
 //! with no call per row for the leftovers.
 
 use super::kquants::check_row;
+use super::legacy_n::{q4_1_q, q5_1_q};
 use super::legacy::{
     dot_off_vnni, dot_vnni, high_bits_vnni, hsum, hsum128, nibbles, prefetch, q4_0_isum2, q4_0_w2,
     q4_1_w2, q5_0_isum2, q5_0_w2, q5_1_w2, q_1_isum2, scale_hi, scale_index,
@@ -34,9 +35,8 @@ pub fn install(t: &mut DotTable, isa: Isa) {
     }
 }
 
-// Per format, for the leftover blocks: one block's quants as 32 unsigned bytes (256-bit), and
-// its exact i32 lanes against 32 activation quants — as the single-row kernels' 256-bit
-// kernel computes them.
+// Per format, for the leftover blocks: one block's quants as 32 unsigned bytes (256-bit; the
+// `_1` formats' are `legacy_n`'s), multiplied as the single-row kernels' 256-bit kernel does.
 
 #[inline]
 #[target_feature(enable = "avx2")]
@@ -45,26 +45,11 @@ unsafe fn q4_0_q1(b: *const u8) -> __m256i {
 }
 
 #[inline]
-#[target_feature(enable = "avx2")]
-unsafe fn q4_1_q1(b: *const u8) -> __m256i {
-    nibbles(b.add(offset_of!(BlockQ4_1, qs)))
-}
-
-#[inline]
 #[target_feature(enable = "avx2,avx512bw,avx512vl")]
 unsafe fn q5_0_q1(b: *const u8) -> __m256i {
     _mm256_or_si256(
         nibbles(b.add(offset_of!(BlockQ5_0, qs))),
         high_bits_vnni(b.add(offset_of!(BlockQ5_0, qh))),
-    )
-}
-
-#[inline]
-#[target_feature(enable = "avx2,avx512bw,avx512vl")]
-unsafe fn q5_1_q1(b: *const u8) -> __m256i {
-    _mm256_or_si256(
-        nibbles(b.add(offset_of!(BlockQ5_1, qs))),
-        high_bits_vnni(b.add(offset_of!(BlockQ5_1, qh))),
     )
 }
 
@@ -206,7 +191,7 @@ kernel_g!(
     BlockQ8_1x,
     q4_1_w2,
     q_1_isum2,
-    q4_1_q1,
+    q4_1_q,
     |q, y| dot_vnni(q, y),
     true
 );
@@ -230,7 +215,7 @@ kernel_g!(
     BlockQ8_1x,
     q5_1_w2,
     q_1_isum2,
-    q5_1_q1,
+    q5_1_q,
     |q, y| dot_vnni(q, y),
     true
 );

@@ -87,13 +87,13 @@ unsafe fn q8_0_w(b: *const u8) -> __m256i {
 
 #[inline]
 #[target_feature(enable = "avx2")]
-unsafe fn q4_1_q(b: *const u8) -> __m256i {
+pub(super) unsafe fn q4_1_q(b: *const u8) -> __m256i {
     nibbles(b.add(offset_of!(BlockQ4_1, qs)))
 }
 
 #[inline]
 #[target_feature(enable = "avx2")]
-unsafe fn q5_1_q(b: *const u8) -> __m256i {
+pub(super) unsafe fn q5_1_q(b: *const u8) -> __m256i {
     _mm256_or_si256(
         nibbles(b.add(offset_of!(BlockQ5_1, qs))),
         high_bits_avx2(b.add(offset_of!(BlockQ5_1, qh))),
