@@ -7,9 +7,12 @@
 //! parallel loop, so no thread idles while another finishes a job.
 //!
 //! Jobs with at least [`gemm_min_tokens`] tokens (prefill, and batched decode outside
-//! [`with_row_dots`]) go through [`crate::gemm`]'s tiled micro-kernel where the CPU has it:
-//! each task converts its rows once and multiplies them with every token, writing straight
-//! into the output.
+//! [`with_row_dots`]), and every job under [`with_tiled`], go through [`crate::gemm`]'s tiled
+//! micro-kernel where the CPU has it: each task converts its rows once and multiplies them
+//! with every token, writing straight into the output. The other jobs take the per-row dots;
+//! several tokens at a time where the ISA has multi-row kernels (on AVX-512 the 32-element
+//! formats' take their activations rearranged into groups, [`qdot::GroupedActs`]), each token
+//! with the bits it would get alone.
 
 use crate::dtype::{DType, KernelError};
 use crate::gemm;
@@ -23,7 +26,7 @@ use rayon::prelude::*;
 pub const ROWS_PER_TASK: usize = 16;
 
 /// Tokens from which a job against `dtype` weights takes the tiled prefill kernel (below it,
-/// the per-row dots, up to four tokens per call where the ISA has multi-row kernels). The tiled kernel converts
+/// the per-row dots, several tokens per call where the ISA has multi-row kernels). The tiled kernel converts
 /// every row it reads, so it pays off only once enough tokens share that work; where, depends
 /// on how fast each format's row dots already are. Measured single-threaded with
 /// `cargo run -p mixture-kernels --release --example qdot_speed prefill 5 T` (T = 4..256,

@@ -14,11 +14,11 @@
 //! with no call per row for the leftovers.
 
 use super::kquants::check_row;
-use super::legacy_n::{q4_1_q, q5_1_q};
 use super::legacy::{
     dot_off_vnni, dot_vnni, high_bits_vnni, hsum, hsum128, nibbles, prefetch, q4_0_isum2, q4_0_w2,
     q4_1_w2, q5_0_isum2, q5_0_w2, q5_1_w2, q_1_isum2, scale_hi, scale_index,
 };
+use super::legacy_n::{q4_1_q, q5_1_q};
 use crate::qdot::{ActGroup, BlockQ8_0x, BlockQ8_1x, DotTable, Isa};
 use crate::quants::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1};
 use std::arch::x86_64::*;
