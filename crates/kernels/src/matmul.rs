@@ -30,8 +30,10 @@ pub const ROWS_PER_TASK: usize = 16;
 /// every row it reads, so it pays off only once enough tokens share that work; where, depends
 /// on how fast each format's row dots already are. Measured single-threaded with
 /// `cargo run -p mixture-kernels --release --example qdot_speed prefill 5 T` (T = 4..256,
-/// AVX-512, k = 2048): the 32-element formats break even at 4-8 tokens (Q5_0/Q5_1 at ~12),
-/// Q2_K/Q3_K at ~24, Q4_K/Q5_K at ~32-64, Q6_K at ~200.
+/// AVX-512, k = 2048): Q2_K/Q3_K break even at ~24, Q4_K/Q5_K at ~32-64, Q6_K at ~200, Q8_0
+/// at ~8. Against the grouped multi-row dots of Q4_0/Q4_1/Q5_0/Q5_1 (`prefill 9 T K`, T =
+/// 16..64, K = 576 and 2048, Zen 4, column "grp rows" against "tiled"): Q4_0/Q5_0 at ~32-48,
+/// Q4_1 at ~48-64, Q5_1 above 64 (before the grouped kernels they broke even at 4-12).
 ///
 /// With AVX2 only (K-quants alone have a tiled kernel there; `prefill 3 T 2048` on a 2-core
 /// EPYC without AVX-512): Q2_K..Q5_K break even at ~32 tokens, Q6_K at ~100; at 64 tokens the
@@ -45,8 +47,10 @@ pub fn gemm_min_tokens(dtype: DType) -> usize {
         };
     }
     match dtype {
-        DType::Q4_0 | DType::Q4_1 | DType::Q8_0 => 8,
-        DType::Q5_0 | DType::Q5_1 => 16,
+        DType::Q8_0 => 8,
+        DType::Q4_0 | DType::Q5_0 => 32,
+        DType::Q4_1 => 48,
+        DType::Q5_1 => 64,
         DType::Q2K | DType::Q3K => 32,
         DType::Q4K | DType::Q5K => 64,
         DType::Q6K => 256,

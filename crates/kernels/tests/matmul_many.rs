@@ -62,9 +62,10 @@ fn many_jobs_equal_the_reference_one_by_one() {
         (DType::F16, 19),
         (DType::F32, 3),
     ];
-    // 1 and 3 tokens: per-row dots; 9 and 70: the tiled prefill kernel (where the CPU has it)
-    // for the 32-element formats, then also for Q4_K (see `gemm_min_tokens`).
-    for t in [1usize, 3, 9, 70] {
+    // 1 and 3 tokens: per-row dots; from 9 (Q8_0) or 70 (every format here) the tiled
+    // prefill kernel where the CPU has it (see `gemm_min_tokens`); 9 and 40 also take the
+    // multi-row dots of the others.
+    for t in [1usize, 3, 9, 40, 70] {
         let xa: Vec<f32> = (0..t * k)
             .map(|i| ((i * 7 % 23) as f32 - 11.0) / 5.0)
             .collect();
