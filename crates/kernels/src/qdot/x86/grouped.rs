@@ -13,7 +13,7 @@
 //! conversion of the f16 fields, the leftover blocks' unpacking — is done once for all rows,
 //! with no call per row for the leftovers.
 
-use super::kquants::check_row;
+use super::kquants::row_blocks;
 use super::legacy::{
     dot_off_vnni, dot_vnni, high_bits_vnni, hsum, hsum128, nibbles, prefetch, q4_0_isum2, q4_0_w2,
     q4_1_w2, q5_0_isum2, q5_0_w2, q5_1_w2, q_1_isum2, scale_hi, scale_index,
@@ -63,16 +63,9 @@ macro_rules! kernel_g {
         unsafe fn $rows<const N: usize>(w: &[u8], a: &[$act], g: &[ActGroup], out: &mut [f32]) {
             const S: usize = size_of::<$blk>();
             const W_IDX: [i16; 32] = scale_index(S, $with_m);
-            assert!(
-                out.len() == N && a.len().is_multiple_of(N),
-                "{} activation blocks do not split into {} rows",
-                a.len(),
-                out.len()
-            );
-            let nb = a.len() / N;
+            let nb = row_blocks(w, S, a.len(), out.len(), N);
             let per = nb.div_ceil(4);
             assert_eq!(g.len(), N * per, "activation groups do not match the blocks");
-            check_row(w, S, nb);
             let (wp, gp) = (w.as_ptr(), g.as_ptr());
             let w_idx = _mm512_loadu_si512(W_IDX.as_ptr() as *const _);
             let p01 = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);

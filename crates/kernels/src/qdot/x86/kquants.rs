@@ -57,6 +57,19 @@ pub(super) fn check_row(w: &[u8], bytes: usize, nb: usize) {
     );
 }
 
+/// For a multi-row kernel of `n` rows: checks that `a_len` activation blocks split into
+/// `out_len == n` rows and that the weight row (`bytes` per block) covers one; returns the
+/// blocks per row.
+pub(super) fn row_blocks(w: &[u8], bytes: usize, a_len: usize, out_len: usize, n: usize) -> usize {
+    assert!(
+        out_len == n && a_len.is_multiple_of(n),
+        "{a_len} activation blocks do not split into {out_len} rows"
+    );
+    let nb = a_len / n;
+    check_row(w, bytes, nb);
+    nb
+}
+
 /// Little-endian u32 at `p` (unaligned).
 #[inline(always)]
 unsafe fn rd32(p: *const u8) -> u32 {

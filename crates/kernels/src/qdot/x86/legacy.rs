@@ -21,7 +21,7 @@
 //! the groups (fewer than four) go one by one. Weights are prefetched [`PF`] bytes ahead, since
 //! one thread's hardware prefetcher alone leaves it well short of the memory bus.
 
-use super::kquants::check_row;
+use super::kquants::{check_row, row_blocks};
 use crate::qdot::{BlockQ8_0x, BlockQ8_1x, DotTable, Isa};
 use crate::quants::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0};
 use std::arch::x86_64::*;
@@ -668,14 +668,7 @@ macro_rules! kernel_512 {
             const A: usize = size_of::<$act>();
             const W_IDX: [i16; 32] = scale_index(S, $with_m);
             const A_IDX: [i32; 16] = act_index(A, $with_m);
-            assert!(
-                out.len() == N && a.len().is_multiple_of(N),
-                "{} activation blocks do not split into {} rows",
-                a.len(),
-                out.len()
-            );
-            let nb = a.len() / N;
-            check_row(w, S, nb);
+            let nb = row_blocks(w, S, a.len(), out.len(), N);
             let (wp, ap) = (w.as_ptr(), a.as_ptr());
             let w_idx = _mm512_loadu_si512(W_IDX.as_ptr() as *const _);
             let a_idx = _mm512_loadu_si512(A_IDX.as_ptr() as *const _);

@@ -13,7 +13,7 @@
 //! `a` holds the rows back to back, `a.len() / out.len()` blocks each; `out[r]` gets the dot
 //! with row `r`.
 
-use super::kquants::check_row;
+use super::kquants::row_blocks;
 use super::legacy::{
     a_d4, a_ds4, acts, dot_avx2, high_bits_avx2, hsum, hsum128, min1, nibbles, prefetch, q4_0_avx2,
     q4_1_avx2, q5_0_avx2, q5_1_avx2, q8_0_avx2, q8_0_vnni, scale1, w_d4, w_dm4,
@@ -117,14 +117,7 @@ macro_rules! kernel_rows {
             #[target_feature(enable = $feat)]
             unsafe fn rows<const N: usize>(w: &[u8], a: &[$act], out: &mut [f32]) {
                 const S: usize = size_of::<$blk>();
-                assert!(
-                    out.len() == N && a.len().is_multiple_of(N),
-                    "{} activation blocks do not split into {} rows",
-                    a.len(),
-                    out.len()
-                );
-                let nb = a.len() / N;
-                check_row(w, S, nb);
+                let nb = row_blocks(w, S, a.len(), out.len(), N);
                 let (wp, ap) = (w.as_ptr(), a.as_ptr());
                 // Per row, one accumulator per block of a group, as the single-row kernels.
                 let mut acc = [[_mm256_setzero_ps(); 4]; N];
