@@ -7,11 +7,14 @@
 //!
 //! `cargo run -p mixture-kernels --release --example qdot_speed [BIG_MIB [ROUNDS]]`
 //!
-//! With `prefill [ROUNDS]` instead, it times prefill's access pattern: every row of a
-//! [`PF_ROWS`] x [`PF_K`] weight (a few MiB, cache-resident as prefill tiles are) against
-//! [`PF_TOKENS`] activation rows, (a) one single-row dot per token and (b) `dot_rows`, which
-//! takes the multi-row kernels four tokens at a time where a format has them; it prints
-//! millions of (token, row) dots per second and the speedup of (b) over (a).
+//! With `prefill [ROUNDS [T [K]]]` instead, it times prefill's and batched decode's access
+//! pattern: every row of a [`PF_ROWS`] x K weight (K = [`PF_K`] unless given; a few MiB,
+//! cache-resident as prefill tiles are) against T activation rows ([`PF_TOKENS`] unless
+//! given), in millions of (token, row) dots per second: one single-row dot per token
+//! (`per token`), `dot_rows` on the plain multi-row kernels four tokens at a time (`dot_rows`),
+//! the tiled kernel including its row conversion (`tiled`, and `tiled/rows`), and where the
+//! CPU has them the grouped kernels (`grp token`: one row at a time, which takes the
+//! single-row kernel; `grp rows`: up to eight rows per call; 0.0 where there are none).
 
 use mixture_kernels::qdot::{DotTable, GroupedActs, Isa, QuantActs, RowDot};
 use mixture_kernels::{gemm, DType};
