@@ -21,7 +21,7 @@
 //! the groups (fewer than four) go one by one. Weights are prefetched [`PF`] bytes ahead, since
 //! one thread's hardware prefetcher alone leaves it well short of the memory bus.
 
-use super::kquants::{check_row, row_blocks};
+use super::kquants::check_row;
 use crate::qdot::{BlockQ8_0x, BlockQ8_1x, DotTable, Isa};
 use crate::quants::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0};
 use std::arch::x86_64::*;
@@ -49,10 +49,8 @@ pub fn install(t: &mut DotTable, isa: Isa) {
             t.q8_0 = q8_0_vnni;
             t.q4_1 = q4_1_avx512;
             t.q5_1 = q5_1_avx512;
-            t.n.q4_0 = Some(q4_0_avx512_rows);
-            t.n.q5_0 = Some(q5_0_avx512_rows);
-            t.n.q4_1 = Some(q4_1_avx512_rows);
-            t.n.q5_1 = Some(q5_1_avx512_rows);
+            // Several rows take the grouped kernels (grouped.rs), which give each row these
+            // kernels' bits.
         }
     }
 }
@@ -650,89 +648,62 @@ const fn act_index(a: usize, with_m: bool) -> [i32; 16] {
     idx
 }
 
-/// A row kernel on 512-bit registers against `N` activation rows (`$rows::<N>`; `$name` is
-/// the single-row entry, `$multi` the multi-row one for 1..=4 rows): `$w2` unpacks blocks `i`
-/// and `i + 1` once for every row, `$isum2` gives their exact i32 lanes against one row. Groups
-/// of four blocks gather their f16 scales (and `m` with `$with_m`) with one `vpermt2w`, once;
-/// per row, the activations' scales come with one `vpermt2ps`, are multiplied with the
-/// weights' in one go, and one permute spreads the products over each pair's lanes before its
-/// FMA. The last `nb % 4` blocks of each row go to `$rest`, the 256-bit kernel. A row's sums
-/// are the same operations in the same order for every `N`, so it gets the same bits from
-/// `$name` and from `$multi` (the scheduler's batched decode relies on it).
+/// A row kernel on 512-bit registers: `$w2` unpacks blocks `i` and `i + 1`, `$isum2` gives
+/// their exact i32 lanes. Groups of four blocks gather their f16 scales (and `m` with
+/// `$with_m`) with one `vpermt2w`; the activations' scales come with one `vpermt2ps`, are
+/// multiplied with the weights' in one go, and one permute spreads the products over each
+/// pair's lanes before its FMA (the per-group step `grouped.rs`'s multi-row kernels share,
+/// `group4_weights!` / `group4_row!`). The last `nb % 4` blocks go to `$rest`, the 256-bit
+/// kernel.
 macro_rules! kernel_512 {
-    ($(#[$doc:meta])* $name:ident, $multi:ident, $rows:ident, $blk:ty, $act:ty, $w2:ident, $isum2:ident, $with_m:tt, $rest:ident) => {
-        #[inline]
+    ($(#[$doc:meta])* $name:ident, $blk:ty, $act:ty, $w2:ident, $isum2:ident, $with_m:tt, $rest:ident) => {
+        $(#[$doc])*
         #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-        unsafe fn $rows<const N: usize>(w: &[u8], a: &[$act], out: &mut [f32]) {
+        unsafe fn $name(w: &[u8], a: &[$act]) -> f32 {
             const S: usize = size_of::<$blk>();
             const A: usize = size_of::<$act>();
             const W_IDX: [i16; 32] = scale_index(S, $with_m);
             const A_IDX: [i32; 16] = act_index(A, $with_m);
-            let nb = row_blocks(w, S, a.len(), out.len(), N);
+            let nb = a.len();
+            check_row(w, S, nb);
             let (wp, ap) = (w.as_ptr(), a.as_ptr());
             let w_idx = _mm512_loadu_si512(W_IDX.as_ptr() as *const _);
             let a_idx = _mm512_loadu_si512(A_IDX.as_ptr() as *const _);
             let p01 = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
             let p23 = _mm512_setr_epi32(2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
-            let mut acc0 = [_mm512_setzero_ps(); N];
-            let mut acc1 = [_mm512_setzero_ps(); N];
+            let (mut acc0, mut acc1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
             #[allow(unused_mut)]
-            let mut mins = [_mm256_setzero_ps(); N];
+            let mut mins = _mm256_setzero_ps();
             let mut i = 0;
             while i + 4 <= nb {
                 let b = wp.add(i * S);
                 prefetch(b, 4 * S);
-                let wg = group4_weights!($w2, b, w_idx, S);
-                for r in 0..N {
-                    let y = ap.add(r * nb + i);
-                    let yf = y as *const f32;
-                    group4_row!(
-                        $with_m,
-                        $isum2,
-                        wg,
-                        load2((*y).qs.as_ptr() as *const u8, A),
-                        load2((*y.add(2)).qs.as_ptr() as *const u8, A),
-                        _mm512_castps512_ps256(_mm512_permutex2var_ps(
-                            _mm512_loadu_ps(yf),
-                            a_idx,
-                            _mm512_loadu_ps(yf.add(16)),
-                        )),
-                        p01,
-                        p23,
-                        acc0[r],
-                        acc1[r],
-                        mins[r]
-                    );
-                }
+                let y = ap.add(i);
+                let yf = y as *const f32;
+                group4_row!(
+                    $with_m,
+                    $isum2,
+                    group4_weights!($w2, b, w_idx, S),
+                    load2((*y).qs.as_ptr() as *const u8, A),
+                    load2((*y.add(2)).qs.as_ptr() as *const u8, A),
+                    _mm512_castps512_ps256(_mm512_permutex2var_ps(
+                        _mm512_loadu_ps(yf),
+                        a_idx,
+                        _mm512_loadu_ps(yf.add(16)),
+                    )),
+                    p01,
+                    p23,
+                    acc0,
+                    acc1,
+                    mins
+                );
                 i += 4;
             }
-            for r in 0..N {
-                let mut sum = group4_row!(@sum $with_m, acc0[r], acc1[r], mins[r]);
-                if i < nb {
-                    sum += $rest(&w[i * S..], &a[r * nb + i..(r + 1) * nb]);
-                }
-                out[r] = sum;
+            let mut sum = group4_row!(@sum $with_m, acc0, acc1, mins);
+            if i < nb {
+                sum += $rest(&w[i * S..], &a[i..]);
             }
-        }
-
-        $(#[$doc])*
-        #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-        unsafe fn $name(w: &[u8], a: &[$act]) -> f32 {
-            let mut out = [0f32];
-            $rows::<1>(w, a, &mut out);
-            out[0]
-        }
-
-        /// The multi-row entry: `out.len()` = 1..=4 rows of `a` (see the macro).
-        #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-        unsafe fn $multi(w: &[u8], a: &[$act], out: &mut [f32]) {
-            match out.len() {
-                1 => $rows::<1>(w, a, out),
-                2 => $rows::<2>(w, a, out),
-                3 => $rows::<3>(w, a, out),
-                4 => $rows::<4>(w, a, out),
-                n => panic!("multi-row kernel called with {n} rows"),
-            }
+            sum
         }
     };
 }
@@ -740,8 +711,6 @@ macro_rules! kernel_512 {
 kernel_512!(
     /// Q4_0 × Q8_0 on AVX-512: two blocks per register, `dpbusd` less `8 · Σa`.
     q4_0_avx512,
-    q4_0_avx512_rows,
-    q4_0_avx512_n,
     BlockQ4_0,
     BlockQ8_0x,
     q4_0_w2,
@@ -752,8 +721,6 @@ kernel_512!(
 kernel_512!(
     /// Q4_1 × Q8_1 on AVX-512: two blocks per register, plus `m_w · s_a`.
     q4_1_avx512,
-    q4_1_avx512_rows,
-    q4_1_avx512_n,
     BlockQ4_1,
     BlockQ8_1x,
     q4_1_w2,
@@ -765,8 +732,6 @@ kernel_512!(
     /// Q5_0 × Q8_0 on AVX-512: two blocks per register, fifth bits from a 64-bit mask,
     /// `dpbusd` less `16 · Σa`.
     q5_0_avx512,
-    q5_0_avx512_rows,
-    q5_0_avx512_n,
     BlockQ5_0,
     BlockQ8_0x,
     q5_0_w2,
@@ -778,8 +743,6 @@ kernel_512!(
     /// Q5_1 × Q8_1 on AVX-512: two blocks per register, fifth bits from a 64-bit mask,
     /// plus `m_w · s_a`.
     q5_1_avx512,
-    q5_1_avx512_rows,
-    q5_1_avx512_n,
     BlockQ5_1,
     BlockQ8_1x,
     q5_1_w2,

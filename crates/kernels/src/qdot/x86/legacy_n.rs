@@ -24,8 +24,8 @@ use std::arch::x86_64::*;
 use std::mem::{offset_of, size_of};
 
 /// Fill the multi-row legacy-format entries of `t` for `isa`. AVX-512 takes only Q8_0 from
-/// here (256-bit VNNI, as its single-row kernel); its other formats have 512-bit multi-row
-/// kernels in [`super::legacy`].
+/// here (256-bit VNNI, as its single-row kernel); its other formats' multi-row kernels are the
+/// grouped ones in [`super::grouped`].
 pub fn install(t: &mut DotTable, isa: Isa) {
     match isa {
         Isa::Avx2 => {
@@ -391,40 +391,12 @@ mod tests {
                         continue;
                     }
                     for (dt, one, many) in f0 {
-                        let Some(many) = many else { continue };
                         let w = weights(dt);
-                        let mut out = vec![f32::NAN; n];
-                        // SAFETY: the table is for an instruction set this CPU has.
-                        unsafe { many(&w, &a0, &mut out) };
-                        for (r, row) in a0.chunks(nb.max(1)).take(n).enumerate() {
-                            let row = &row[..nb];
-                            let want = unsafe { one(&w, row) };
-                            assert_eq!(
-                                out[r].to_bits(),
-                                want.to_bits(),
-                                "{dt:?} {isa:?} {nb} blocks, row {r} of {n}: {} vs {want}",
-                                out[r]
-                            );
-                            checked += 1;
-                        }
+                        checked += same_bits(dt, isa, &w, &a0, nb, n, one, many);
                     }
                     for (dt, one, many) in f1 {
-                        let Some(many) = many else { continue };
                         let w = weights(dt);
-                        let mut out = vec![f32::NAN; n];
-                        // SAFETY: as above.
-                        unsafe { many(&w, &a1, &mut out) };
-                        for (r, row) in a1.chunks(nb.max(1)).take(n).enumerate() {
-                            let row = &row[..nb];
-                            let want = unsafe { one(&w, row) };
-                            assert_eq!(
-                                out[r].to_bits(),
-                                want.to_bits(),
-                                "{dt:?} {isa:?} {nb} blocks, row {r} of {n}: {} vs {want}",
-                                out[r]
-                            );
-                            checked += 1;
-                        }
+                        checked += same_bits(dt, isa, &w, &a1, nb, n, one, many);
                     }
                 }
             }
@@ -432,5 +404,36 @@ mod tests {
         if super::super::has_avx2() {
             assert!(checked > 0, "no multi-row kernel was checked");
         }
+    }
+
+    type MultiRow<B> = unsafe fn(&[u8], &[B], &mut [f32]);
+
+    /// Runs `many` (if the table has it) on `n` rows of `a` (`nb` blocks each) and checks each
+    /// row's bits against `one`; returns the rows checked.
+    #[allow(clippy::too_many_arguments)]
+    fn same_bits<B>(
+        dt: DType,
+        isa: Isa,
+        w: &[u8],
+        a: &[B],
+        nb: usize,
+        n: usize,
+        one: unsafe fn(&[u8], &[B]) -> f32,
+        many: Option<MultiRow<B>>,
+    ) -> usize {
+        let Some(many) = many else { return 0 };
+        let mut out = vec![f32::NAN; n];
+        // SAFETY: the table is for an instruction set this CPU has.
+        unsafe { many(w, a, &mut out) };
+        for (r, got) in out.iter().enumerate() {
+            // SAFETY: as above.
+            let want = unsafe { one(w, &a[r * nb..(r + 1) * nb]) };
+            assert_eq!(
+                got.to_bits(),
+                want.to_bits(),
+                "{dt:?} {isa:?} {nb} blocks, row {r} of {n}: {got} vs {want}"
+            );
+        }
+        n
     }
 }
