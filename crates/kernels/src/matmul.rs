@@ -97,29 +97,34 @@ struct OutPtr(*mut f32);
 unsafe impl Send for OutPtr {}
 unsafe impl Sync for OutPtr {}
 
-/// Which kernel family a thread's matmuls take (see [`with_row_dots`], [`with_tiled`]).
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Family {
+/// Which kernel family a thread's matmuls take ([`Family::run`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Family {
     /// By token count: the tiled kernel from [`gemm_min_tokens`] tokens up.
     Auto,
+    /// See [`with_row_dots`].
     RowDots,
+    /// See [`with_tiled`].
     Tiled,
+}
+
+impl Family {
+    /// Run `f` with every matmul it starts on this thread on this family.
+    pub fn run<R>(self, f: impl FnOnce() -> R) -> R {
+        struct Restore(Family);
+        impl Drop for Restore {
+            fn drop(&mut self) {
+                FAMILY.with(|c| c.set(self.0));
+            }
+        }
+        let _restore = Restore(FAMILY.with(|c| c.replace(self)));
+        f()
+    }
 }
 
 thread_local! {
     /// Set while [`with_row_dots`] or [`with_tiled`] runs on this thread.
     static FAMILY: std::cell::Cell<Family> = const { std::cell::Cell::new(Family::Auto) };
-}
-
-fn with_family<R>(family: Family, f: impl FnOnce() -> R) -> R {
-    struct Restore(Family);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            FAMILY.with(|c| c.set(self.0));
-        }
-    }
-    let _restore = Restore(FAMILY.with(|c| c.replace(family)));
-    f()
 }
 
 /// Run `f` with every matmul it starts on this thread kept on the per-row dots, whatever its
@@ -128,7 +133,7 @@ fn with_family<R>(family: Family, f: impl FnOnce() -> R) -> R {
 /// The batching scheduler runs its decode rows so, which makes a sequence's output independent
 /// of what else runs with it.
 pub fn with_row_dots<R>(f: impl FnOnce() -> R) -> R {
-    with_family(Family::RowDots, f)
+    Family::RowDots.run(f)
 }
 
 /// Run `f` with every matmul it starts on this thread on the tiled kernel wherever this CPU
@@ -138,7 +143,7 @@ pub fn with_row_dots<R>(f: impl FnOnce() -> R) -> R {
 /// bits whichever other tokens share its job — while a batch of several sequences' prompts
 /// shares each weight pass. The batching scheduler runs prompts so.
 pub fn with_tiled<R>(f: impl FnOnce() -> R) -> R {
-    with_family(Family::Tiled, f)
+    Family::Tiled.run(f)
 }
 
 /// Whether a job of `t` tokens against `dtype` weights runs on the tiled prefill kernel.

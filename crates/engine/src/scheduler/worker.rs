@@ -3,7 +3,8 @@
 use super::prefix::PrefixCache;
 use super::{Control, Event, Pending, SchedulerConfig, Shared, Sink, StopReason, TokenConstraint};
 use crate::sampler::{self, Sampler};
-use mixture_kernels::{matmul, threads};
+use mixture_kernels::matmul::Family;
+use mixture_kernels::threads;
 use mixture_model::arch::{Architecture, BatchItem, Logits};
 use mixture_model::KvCache;
 use std::collections::VecDeque;
@@ -189,7 +190,7 @@ impl Worker {
         // last token) came from the prefix cache.
         let mut budget = self.prefill_chunk;
         let mut decode: Vec<Option<(usize, usize)>> = vec![None; self.running.len()];
-        let mut prefill: Vec<(usize, (usize, usize))> = Vec::new();
+        let mut prefill: Vec<Option<(usize, usize)>> = vec![None; self.running.len()];
         for (i, s) in self.running.iter().enumerate() {
             let (from, last) = (s.cache.len, s.tokens.len().saturating_sub(1));
             if from == last {
@@ -199,30 +200,18 @@ impl Worker {
                 // The first chunk of a step always runs; others while the budget lasts.
                 if end - from <= budget || budget == self.prefill_chunk {
                     budget = budget.saturating_sub(end - from);
-                    prefill.push((i, (from, end)));
+                    prefill[i] = Some((from, end));
                 }
             }
         }
         let mut results: Vec<Option<Result<Vec<f32>, String>>> =
             (0..self.running.len()).map(|_| None).collect();
-        if !prefill.is_empty() {
-            let mut spans = vec![None; self.running.len()];
-            for (i, span) in prefill {
-                spans[i] = Some(span);
-            }
-            for (r, p) in results.iter_mut().zip(self.forward(&spans, Family::Tiled)) {
-                if p.is_some() {
-                    *r = p;
-                }
-            }
-        }
-        if decode.iter().any(Option::is_some) {
-            for (r, d) in results
-                .iter_mut()
-                .zip(self.forward(&decode, Family::RowDots))
-            {
-                if d.is_some() {
-                    *r = d;
+        for (spans, family) in [(prefill, Family::Tiled), (decode, Family::RowDots)] {
+            if spans.iter().any(Option::is_some) {
+                for (r, got) in results.iter_mut().zip(self.forward(&spans, family)) {
+                    if got.is_some() {
+                        *r = got;
+                    }
                 }
             }
         }
@@ -390,24 +379,5 @@ impl Worker {
             completion_tokens: s.generated,
         });
         self.prefix.insert(s.tokens, s.cache);
-    }
-}
-
-/// The kernel family a batch runs on: each gives a token the same bits whatever else shares
-/// its batch (see `step`).
-#[derive(Clone, Copy)]
-enum Family {
-    /// Decode: `matmul::with_row_dots`.
-    RowDots,
-    /// Prompts: `matmul::with_tiled`.
-    Tiled,
-}
-
-impl Family {
-    fn run<R>(self, f: impl FnOnce() -> R) -> R {
-        match self {
-            Family::RowDots => matmul::with_row_dots(f),
-            Family::Tiled => matmul::with_tiled(f),
-        }
     }
 }
