@@ -151,3 +151,34 @@ fn a_wrong_weight_or_activation_is_seen() {
     x2[300] += 3.0;
     assert_ne!(base, tiled(Kernel::Scalar, t, &w, n, &x2, k));
 }
+
+/// Every tile kernel computes each token's column alone: a token's results are the same bits
+/// in a job of any size as alone (`matmul::with_tiled` relies on it for batched prompts; this
+/// checks the AVX2 K-quant tile too, which `matmul_many`'s test reaches only on machines
+/// without AVX-512).
+#[test]
+fn each_token_gets_the_same_bits_in_any_tile() {
+    let mut rng = Rng(0x9e3779b97f4a7c15);
+    for t in formats() {
+        let k = if t.block_size() == 256 { 512 } else { 96 };
+        let n = 6;
+        let w = random_weight(t, n, k, &mut rng);
+        for tokens in [2usize, 5, 9] {
+            let x: Vec<f32> = (0..tokens * k)
+                .map(|_| ((rng.next() % 4001) as f32 - 2000.0) / 700.0)
+                .collect();
+            for kernel in Kernel::all_available() {
+                let all = tiled(kernel, t, &w, n, &x, k);
+                for c in 0..tokens {
+                    let one = tiled(kernel, t, &w, n, &x[c * k..(c + 1) * k], k);
+                    let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(
+                        bits(&one),
+                        bits(&all[c * n..(c + 1) * n]),
+                        "{t} {kernel:?}: token {c} of {tokens} differs from its tile alone"
+                    );
+                }
+            }
+        }
+    }
+}
