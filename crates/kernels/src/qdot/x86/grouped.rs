@@ -15,15 +15,14 @@
 
 use super::kquants::row_blocks;
 use super::legacy::{
-    dot_off_vnni, dot_vnni, high_bits_vnni, hsum, hsum128, nibbles, prefetch, q4_0_isum2, q4_0_w2,
-    q4_1_w2, q5_0_isum2, q5_0_w2, q5_1_w2, q_1_isum2, scale_hi, scale_index,
+    dot_off_vnni, dot_vnni, high_bits_vnni, hsum, hsum128, min1, nibbles, prefetch, q4_0_isum2,
+    q4_0_w2, q4_1_w2, q5_0_isum2, q5_0_w2, q5_1_w2, q_1_isum2, scale1, scale_hi, scale_index,
 };
 use super::legacy_n::{q4_1_q, q5_1_q};
 use crate::qdot::{ActGroup, BlockQ8_0x, BlockQ8_1x, DotTable, Isa};
 use crate::quants::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1};
 use std::arch::x86_64::*;
 use std::mem::{offset_of, size_of};
-use std::ptr::read_unaligned;
 
 /// Fill the grouped entries of `t` (AVX-512 only).
 pub fn install(t: &mut DotTable, isa: Isa) {
@@ -98,21 +97,20 @@ macro_rules! kernel_g {
                 }
             }
             // The leftover blocks, one at a time into one 256-bit accumulator per row, plus
-            // the scalar sum of their offsets, as the 256-bit kernel adds them up.
+            // the scalar sum of their offsets, as the 256-bit kernel adds them up (with its
+            // scale helpers).
             let mut acct = [_mm256_setzero_ps(); N];
             #[allow(unused_mut)]
             let mut tail = [0f32; N];
             for j in 4 * full..nb {
                 let b = wp.add(j * S);
                 let q = $q1(b);
-                let dw = _mm_cvtph_ps(_mm_cvtsi32_si128(read_unaligned(b as *const u16) as i32));
                 let (gi, l) = (j / 4, j % 4);
                 for r in 0..N {
                     let y = &*gp.add(r * per + gi);
                     let ya = _mm256_load_si256(y.qs.as_ptr().add(32 * l) as *const __m256i);
                     let isum = $isum1(q, ya);
-                    let sc = _mm256_broadcastss_ps(_mm_mul_ss(dw, _mm_set_ss(y.d[l])));
-                    acct[r] = _mm256_fmadd_ps(sc, _mm256_cvtepi32_ps(isum), acct[r]);
+                    acct[r] = _mm256_fmadd_ps(scale1(b, y.d[l]), _mm256_cvtepi32_ps(isum), acct[r]);
                     kernel_g!(@min1 $with_m, tail[r], b, y.s[l], $blk);
                 }
             }
@@ -151,10 +149,9 @@ macro_rules! kernel_g {
         _mm256_broadcast_ps(&*($y.d.as_ptr() as *const __m128))
     };
     (@min1 false, $tail:expr, $b:ident, $s:expr, $blk:ty) => {};
-    (@min1 true, $tail:expr, $b:ident, $s:expr, $blk:ty) => {{
-        let m = read_unaligned($b.add(offset_of!($blk, m)) as *const u16);
-        $tail += _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(m as i32))) * $s
-    }};
+    (@min1 true, $tail:expr, $b:ident, $s:expr, $blk:ty) => {
+        $tail += min1($b.add(offset_of!($blk, m)), $s)
+    };
     // The 256-bit kernel's sum of its (here zero) group offsets: `+0.0`, or nothing.
     (@no_mins false) => {
         0f32
