@@ -49,6 +49,15 @@ def chat_args(server, **kw):
     return a
 
 
+def chat_text(client, stream, **kw):
+    """One choice's (text, finish_reason), streamed or not."""
+    if stream:
+        text, _, finish, _, _ = stream_chat(client, **kw)
+        return text[0], finish[0]
+    r = client.chat.completions.create(**kw)
+    return r.choices[0].message.content, r.choices[0].finish_reason
+
+
 def stream_chat(client, **kw):
     text, reasoning, finish, usage, chunks = {}, {}, {}, None, []
     for ch in client.chat.completions.create(stream=True, **kw):
@@ -329,12 +338,7 @@ def test_json_schema(smol, client, stream):
     a = chat_args(smol, max_tokens=120, temperature=0.8, seed=4,
                   messages=[{"role": "user", "content": "Describe a person as JSON."}],
                   response_format={"type": "json_schema", "json_schema": {"name": "person", "schema": SCHEMA, "strict": True}})
-    if stream:
-        text, _, finish, _, _ = stream_chat(client, **a)
-        text, finish = text[0], finish[0]
-    else:
-        r = client.chat.completions.create(**a)
-        text, finish = r.choices[0].message.content, r.choices[0].finish_reason
+    text, finish = chat_text(client, stream, **a)
     assert finish == "stop", text
     check_schema(json.loads(text), SCHEMA)
 
@@ -356,12 +360,7 @@ def test_json_object(smol, client):
         for seed in range(4):
             a = chat_args(smol, max_tokens=150, temperature=0.5, seed=seed, response_format={"type": "json_object"},
                           messages=[{"role": "user", "content": "Give me a JSON object with a cat's name and age."}])
-            if stream:
-                text, _, finish, _, _ = stream_chat(client, **a)
-                text, finish = text[0], finish[0]
-            else:
-                r = client.chat.completions.create(**a)
-                text, finish = r.choices[0].message.content, r.choices[0].finish_reason
+            text, finish = chat_text(client, stream, **a)
             assert finish in ("stop", "length"), finish
             if finish == "stop":
                 assert isinstance(json.loads(text), dict), text
