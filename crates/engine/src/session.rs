@@ -3,7 +3,6 @@
 use crate::sampler::Sampler;
 use crate::{EngineError, Result};
 use mixture_kernels::ops::log_softmax_at;
-use mixture_kernels::threads;
 use mixture_model::arch::{Architecture, Logits};
 use mixture_model::{KvCache, ModelError};
 
@@ -87,7 +86,7 @@ impl<'m> Session<'m> {
         self.check_ids(ids)?;
         let before = self.cache.len;
         let (model, cache) = (self.model, &mut self.cache);
-        match threads::in_pool(|| model.forward(ids, cache, logits)) {
+        match model.forward(ids, cache, logits) {
             Ok(l) => Ok(l),
             Err(e) => {
                 self.cache.truncate(before);

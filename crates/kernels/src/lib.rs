@@ -9,6 +9,7 @@ pub mod dtype;
 pub mod gemm;
 pub mod matmul;
 pub mod ops;
+pub mod pool;
 pub mod qdot;
 pub mod quants;
 pub mod threads;

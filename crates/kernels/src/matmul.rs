@@ -17,9 +17,9 @@
 use crate::dtype::{DType, KernelError};
 use crate::gemm;
 use crate::ops::WeightRef;
+use crate::pool;
 use crate::qdot::{self, GroupedActs, QuantActs, RowDot};
 use crate::vecf32;
-use rayon::prelude::*;
 
 /// Weight rows per task: small enough that threads share uneven work, large enough to
 /// amortise scheduling.
@@ -284,7 +284,8 @@ pub fn matmul_many(jobs: &mut [MatJob<'_>]) -> Result<(), KernelError> {
     let max_k = weights.iter().map(|w| w.cols).max().unwrap_or(0);
     let float = weights.iter().any(|w| !w.dtype.is_quantized_for_dot());
     let kernel = gemm::Kernel::best();
-    tasks.into_par_iter().try_for_each_init(
+    pool::try_for_each_mut_init(
+        &mut tasks,
         || {
             (
                 vec![0f32; if float { max_k } else { 0 }],
@@ -292,13 +293,13 @@ pub fn matmul_many(jobs: &mut [MatJob<'_>]) -> Result<(), KernelError> {
                 Vec::new(),
             )
         },
-        |(row_f32, bufs, tmp), task| -> Result<(), KernelError> {
+        |(row_f32, bufs, tmp), _, task| -> Result<(), KernelError> {
             let w = &weights[task.job];
             let t = ts[task.job];
             let rb = w.row_bytes();
-            let dst = match task.dst {
+            let dst = match &mut task.dst {
                 Dst::Rows(d) => d,
-                Dst::Strided(out, n) => {
+                &mut Dst::Strided(out, n) => {
                     // The task's rows for every token, `[n, t]`, then scattered into place.
                     tmp.clear();
                     tmp.resize(n * t, 0f32);
@@ -312,7 +313,7 @@ pub fn matmul_many(jobs: &mut [MatJob<'_>]) -> Result<(), KernelError> {
                     }
                     return Ok(());
                 }
-                Dst::Out(out, n) => {
+                &mut Dst::Out(out, n) => {
                     let Dot::Gemm(a) = &dots[task.job] else {
                         unreachable!("only tiled jobs write their output directly")
                     };

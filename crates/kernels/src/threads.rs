@@ -1,5 +1,6 @@
-//! The thread pool: rayon's global pool, sized once at start-up. Every op opens at most one
-//! parallel region on it.
+//! Thread counts: the forward pass's spinning pool ([`crate::pool`]) and rayon's global pool
+//! (loading, the bandwidth probe) are sized together, once at start-up. Every op opens at
+//! most one parallel region.
 
 use std::hint::black_box;
 use std::time::Instant;
@@ -10,14 +11,14 @@ pub fn physical_cores() -> usize {
     num_cpus::get_physical().max(1)
 }
 
-/// Size the global pool: `threads`, or the physical cores when `None`. Returns the size in
-/// effect. Call before any parallel work; a second call keeps the first size.
+/// Size both pools: `threads`, or the physical cores when `None`. Returns the forward pass's
+/// pool size in effect. Call before any parallel work; a second call keeps the first size.
 pub fn init(threads: Option<usize>) -> usize {
     let n = threads.unwrap_or_else(physical_cores).max(1);
     let _ = rayon::ThreadPoolBuilder::new()
         .num_threads(n)
         .build_global();
-    rayon::current_num_threads()
+    crate::pool::init(n)
 }
 
 /// Sum of the words of `c` (the aligned middle read as u64), eight running sums so the
@@ -83,16 +84,4 @@ pub fn touch(data: &[u8]) -> u64 {
     data.par_chunks(1 << 20)
         .map(|c| c.iter().step_by(64).map(|&b| b as u64).sum::<u64>())
         .sum()
-}
-
-/// Run `f` on a thread of the pool (the caller blocks until it returns) and return its result.
-/// A forward pass opens a parallel region per op; started from a pool thread, each region's
-/// work is pushed to that thread's own queue and run by it and whoever steals, instead of
-/// being injected from outside while the caller sleeps and is woken again for the serial work
-/// between regions. Panics in `f` reach the caller.
-pub fn in_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
-    if rayon::current_thread_index().is_some() {
-        return f();
-    }
-    rayon::scope(|_| f())
 }

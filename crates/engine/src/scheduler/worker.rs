@@ -4,7 +4,6 @@ use super::prefix::PrefixCache;
 use super::{Control, Event, Pending, SchedulerConfig, Shared, Sink, StopReason, TokenConstraint};
 use crate::sampler::{self, Sampler};
 use mixture_kernels::matmul::Family;
-use mixture_kernels::threads;
 use mixture_model::arch::{Architecture, BatchItem, Logits};
 use mixture_model::KvCache;
 use std::collections::VecDeque;
@@ -263,7 +262,7 @@ impl Worker {
         let before: Vec<usize> = items.iter().map(|it| it.cache.len).collect();
         let model = &self.model;
         let batch = catch_unwind(AssertUnwindSafe(|| {
-            threads::in_pool(|| family.run(|| model.forward_batch(&mut items)))
+            family.run(|| model.forward_batch(&mut items))
         }));
         match batch {
             Ok(Ok(logits)) if logits.len() == items.len() => {
@@ -276,9 +275,7 @@ impl Worker {
                 for ((it, &len), slot) in items.iter_mut().zip(&before).zip(&slots) {
                     it.cache.truncate(len);
                     let alone = catch_unwind(AssertUnwindSafe(|| {
-                        threads::in_pool(|| {
-                            family.run(|| model.forward(it.tokens, it.cache, it.logits))
-                        })
+                        family.run(|| model.forward(it.tokens, it.cache, it.logits))
                     }));
                     out[*slot] = Some(match alone {
                         Ok(Ok(l)) => Ok(l),

@@ -16,7 +16,6 @@ use crate::dtype::DType;
 use crate::qdot::{quantize_q8k, BlockQ8Kx};
 use crate::quants::kquants::{q3k_scales, scale_min_k4};
 use crate::quants::read_f16;
-use rayon::prelude::*;
 
 /// Whether `dtype` rows go through this kernel.
 pub fn supported(dtype: DType) -> bool {
@@ -47,21 +46,23 @@ impl KActs {
             d: vec![0.0; t * k / 256],
             g: vec![0.0; t * k / 16],
         };
-        a.q.par_chunks_mut(k)
-            .zip(a.d.par_chunks_mut(k / 256))
-            .zip(a.g.par_chunks_mut(k / 16))
-            .zip(x.par_chunks_exact(k))
-            .for_each(|(((q, d), g), row)| {
-                let mut blocks = vec![BlockQ8Kx::default(); k / 256];
-                quantize_q8k(row, &mut blocks);
-                for (i, b) in blocks.iter().enumerate() {
-                    q[i * 256..][..256].copy_from_slice(&b.qs);
-                    d[i] = b.d;
-                    for (g, &s) in g[i * 16..][..16].iter_mut().zip(&b.bsums) {
-                        *g = b.d * s as f32;
-                    }
+        let mut rows: Vec<_> =
+            a.q.chunks_mut(k)
+                .zip(a.d.chunks_mut(k / 256))
+                .zip(a.g.chunks_mut(k / 16))
+                .zip(x.chunks_exact(k))
+                .collect();
+        crate::pool::for_each_mut(&mut rows, |_, (((q, d), g), row)| {
+            let mut blocks = vec![BlockQ8Kx::default(); k / 256];
+            quantize_q8k(row, &mut blocks);
+            for (i, b) in blocks.iter().enumerate() {
+                q[i * 256..][..256].copy_from_slice(&b.qs);
+                d[i] = b.d;
+                for (g, &s) in g[i * 16..][..16].iter_mut().zip(&b.bsums) {
+                    *g = b.d * s as f32;
                 }
-            });
+            }
+        });
         a
     }
 }

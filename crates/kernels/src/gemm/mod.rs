@@ -27,7 +27,6 @@ mod x86;
 
 use crate::dtype::DType;
 use half::f16;
-use rayon::prelude::*;
 
 /// Weight rows per register tile.
 pub const TILE_R: usize = 4;
@@ -159,11 +158,15 @@ impl Acts {
             g: vec![0.0; t * kp / 16],
         };
         // Token rows in parallel: each writes its own slices of q, d and g.
-        a.q.par_chunks_mut(kp)
-            .zip(a.d.par_chunks_mut(kp / 32))
-            .zip(a.g.par_chunks_mut(kp / 16))
-            .zip(x.par_chunks_exact(k))
-            .for_each(|(((q, d), g), row)| quantize_row(row, q, d, g));
+        let mut rows: Vec<_> =
+            a.q.chunks_mut(kp)
+                .zip(a.d.chunks_mut(kp / 32))
+                .zip(a.g.chunks_mut(kp / 16))
+                .zip(x.chunks_exact(k))
+                .collect();
+        crate::pool::for_each_mut(&mut rows, |_, (((q, d), g), row)| {
+            quantize_row(row, q, d, g)
+        });
         a
     }
 }

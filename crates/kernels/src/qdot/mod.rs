@@ -371,7 +371,6 @@ pub enum QuantActs {
 impl QuantActs {
     /// Quantize `x` (`rows` rows of `k`) for weights of type `w`; `None` for float weights.
     pub fn for_weight(w: DType, x: &[f32], k: usize) -> Option<QuantActs> {
-        use rayon::prelude::*;
         let rows = x.len() / k.max(1);
         fn run<B: Default + Clone + Send>(
             x: &[f32],
@@ -383,9 +382,8 @@ impl QuantActs {
             let nb = k / per;
             let mut out = vec![B::default(); rows * nb];
             if rows >= 8 {
-                out.par_chunks_mut(nb)
-                    .zip(x.par_chunks(k))
-                    .for_each(|(o, x)| f(x, o));
+                let mut pairs: Vec<_> = out.chunks_mut(nb).zip(x.chunks(k)).collect();
+                crate::pool::for_each_mut(&mut pairs, |_, (o, x)| f(x, o));
             } else {
                 out.chunks_mut(nb)
                     .zip(x.chunks(k))

@@ -23,8 +23,8 @@ use crate::load::LoadedModel;
 use crate::names;
 use crate::spec::{MlaParams, ModelSpec, RopeScaling};
 use mixture_kernels::ops::softmax;
+use mixture_kernels::pool;
 use mixture_kernels::vecf32::{axpy, axpy_strided, dot_strided};
-use rayon::prelude::*;
 
 /// Fewest new tokens for which attention may take the expanded form: below it both forms are
 /// cheap, and the absorbed one is what llama.cpp computes (so short sequences match it to
@@ -259,37 +259,34 @@ impl Deepseek2 {
             .collect();
         let q_abs = Linear::forward_many(&jobs)?; // nh x [t, lora]
                                                   // Attention over each latent cache, heads in parallel: Σ_p a_p c_p, [t, lora].
-        let latents: Vec<Vec<f32>> = q_abs
-            .par_iter()
-            .enumerate()
-            .map(|(head, q_abs)| {
-                let mut latent = vec![0f32; t * lora];
-                let max_pos = segs.iter().map(|s| s.cache_k.len() / kw).max();
-                let mut scores = vec![0f32; max_pos.unwrap_or(0)];
-                let mut rope_scores = scores.clone();
-                let mut i = 0; // row within the segments
-                for s in segs {
-                    let (n_pos, st) = (s.cache_k.len() / kw, s.rows.len());
-                    for (ti, row) in s.rows.clone().enumerate() {
-                        let visible = n_pos - st + ti + 1;
-                        let qa = &q_abs[i * lora..(i + 1) * lora];
-                        let qr = &q[(row * nh + head) * qd + nope..][..rd];
-                        let scores = &mut scores[..visible];
-                        let rope_scores = &mut rope_scores[..visible];
-                        dot_strided(qa, s.cache_k, kw, scores);
-                        dot_strided(qr, &s.cache_k[lora..], kw, rope_scores);
-                        for (sc, r) in scores.iter_mut().zip(rope_scores.iter()) {
-                            *sc = (*sc + r) * self.scale;
-                        }
-                        softmax(scores);
-                        let out = &mut latent[i * lora..(i + 1) * lora];
-                        axpy_strided(out, scores, s.cache_k, kw);
-                        i += 1;
+        let latents: Vec<Vec<f32>> = pool::map(q_abs.len(), |head| {
+            let q_abs = &q_abs[head];
+            let mut latent = vec![0f32; t * lora];
+            let max_pos = segs.iter().map(|s| s.cache_k.len() / kw).max();
+            let mut scores = vec![0f32; max_pos.unwrap_or(0)];
+            let mut rope_scores = scores.clone();
+            let mut i = 0; // row within the segments
+            for s in segs {
+                let (n_pos, st) = (s.cache_k.len() / kw, s.rows.len());
+                for (ti, row) in s.rows.clone().enumerate() {
+                    let visible = n_pos - st + ti + 1;
+                    let qa = &q_abs[i * lora..(i + 1) * lora];
+                    let qr = &q[(row * nh + head) * qd + nope..][..rd];
+                    let scores = &mut scores[..visible];
+                    let rope_scores = &mut rope_scores[..visible];
+                    dot_strided(qa, s.cache_k, kw, scores);
+                    dot_strided(qr, &s.cache_k[lora..], kw, rope_scores);
+                    for (sc, r) in scores.iter_mut().zip(rope_scores.iter()) {
+                        *sc = (*sc + r) * self.scale;
                     }
+                    softmax(scores);
+                    let out = &mut latent[i * lora..(i + 1) * lora];
+                    axpy_strided(out, scores, s.cache_k, kw);
+                    i += 1;
                 }
-                latent
-            })
-            .collect();
+            }
+            latent
+        });
         // The value up-projection, all heads in one region: [t, lora] → [t, vd].
         let jobs: Vec<(&Linear, &[f32])> = block
             .v_b
@@ -336,20 +333,19 @@ impl Deepseek2 {
         let values_h = Linear::forward_many(&jobs)?;
         // Keys: c · k_b[h] ([lora, nope], so a sum of its rows weighted by c), heads in
         // parallel. nh x [n_pos, nope]
-        let keys_h: Vec<Vec<f32>> = block
-            .k_b
-            .par_iter()
-            .map(|l| -> Result<Vec<f32>> {
-                let kb = l.w.to_f32()?; // [lora, nope]
-                let mut k = vec![0f32; n_pos * nope];
-                for (kp, c) in k.chunks_exact_mut(nope).zip(latents.chunks_exact(lora)) {
-                    for (&cl, row) in c.iter().zip(kb.chunks_exact(nope)) {
-                        axpy(kp, cl, row);
-                    }
+        let keys_h: Vec<Vec<f32>> = pool::map(block.k_b.len(), |h| -> Result<Vec<f32>> {
+            let l = &block.k_b[h];
+            let kb = l.w.to_f32()?; // [lora, nope]
+            let mut k = vec![0f32; n_pos * nope];
+            for (kp, c) in k.chunks_exact_mut(nope).zip(latents.chunks_exact(lora)) {
+                for (&cl, row) in c.iter().zip(kb.chunks_exact(nope)) {
+                    axpy(kp, cl, row);
                 }
-                Ok(k)
-            })
-            .collect::<Result<_>>()?;
+            }
+            Ok(k)
+        })
+        .into_iter()
+        .collect::<Result<_>>()?;
         let mut keys = vec![0f32; n_pos * nh * qd]; // [n_pos, nh, nope + rope]
         let mut values = vec![0f32; n_pos * nh * vd]; // [n_pos, nh, vd]
         for p in 0..n_pos {

@@ -7,8 +7,8 @@ use crate::spec::{Gating, MoeParams};
 use crate::tensor::{Tensor, WeightStore};
 use mixture_kernels::matmul::{matmul_many, MatJob};
 use mixture_kernels::ops::{self, sigmoid, softmax};
+use mixture_kernels::pool;
 use mixture_kernels::vecf32::{axpy, axpy_strided, dot_strided};
-use rayon::prelude::*;
 
 /// A linear layer `y = x W^T (+ b)` over a stored weight `[out, in]`.
 #[derive(Debug, Clone)]
@@ -173,9 +173,11 @@ pub fn attention_many(
     let group = n_heads / n_kv;
     let mut out = vec![0f32; rows.len() * n_heads * v_dim];
     // One task per (token, head): its output row `[v_dim]`.
-    out.par_chunks_mut(v_dim).enumerate().for_each_init(
+    let mut outs: Vec<&mut [f32]> = out.chunks_mut(v_dim).collect();
+    pool::for_each_mut_init(
+        &mut outs,
         || vec![0f32; max_pos],
-        |scores, (i, o)| {
+        |scores, i, o| {
             let ((si, ti), h) = (rows[i / n_heads], i % n_heads);
             let AttnSeq { q, keys, values } = seqs[si];
             let t = q.len() / (n_heads * qk_dim);
