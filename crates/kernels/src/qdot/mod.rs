@@ -189,6 +189,7 @@ pub struct DotTableG {
     pub q5_0: Option<DotG0>,
     pub q4_1: Option<DotG1>,
     pub q5_1: Option<DotG1>,
+    pub q8_0: Option<DotG0>,
 }
 
 impl DotTableG {
@@ -199,6 +200,7 @@ impl DotTableG {
             DType::Q5_0 => self.q5_0.is_some(),
             DType::Q4_1 => self.q4_1.is_some(),
             DType::Q5_1 => self.q5_1.is_some(),
+            DType::Q8_0 => self.q8_0.is_some(),
             _ => false,
         }
     }
@@ -464,6 +466,9 @@ impl<'a> RowDot<'a> {
             }
             (RowDotKind::Q8_0(_, _, _, slot), DType::Q5_0, false) => {
                 *slot = t.g.q5_0.map(|f| (f, &g.groups[..]))
+            }
+            (RowDotKind::Q8_0(_, _, _, slot), DType::Q8_0, false) => {
+                *slot = t.g.q8_0.map(|f| (f, &g.groups[..]))
             }
             (RowDotKind::Q8_1(_, _, _, slot), DType::Q4_1, true) => {
                 *slot = t.g.q4_1.map(|f| (f, &g.groups[..]))

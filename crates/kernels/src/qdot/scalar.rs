@@ -20,6 +20,7 @@ pub const TABLE: DotTable = DotTable {
         q5_0: None,
         q4_1: None,
         q5_1: None,
+        q8_0: None,
     },
     n: DotTableN {
         q4_0: None,

@@ -152,6 +152,9 @@ pub struct AttnSeq<'a> {
     pub values: &'a [f32],
 }
 
+/// Positions per block of keys (or values) that every query head of a kv head takes in turn.
+const POS_BLOCK: usize = 64;
+
 /// [`attention`] for several sequences, each against its own cache, in one parallel region.
 /// Returns the sequences' outputs stacked: `[Σ t, n_heads * v_dim]`.
 pub fn attention_many(
@@ -172,26 +175,48 @@ pub fn attention_many(
     }
     let group = n_heads / n_kv;
     let mut out = vec![0f32; rows.len() * n_heads * v_dim];
-    // One task per (token, head): its output row `[v_dim]`.
-    let mut outs: Vec<&mut [f32]> = out.chunks_mut(v_dim).collect();
+    // One task per (token, kv head), for all the query heads that read it: each block of
+    // keys and values is then read from memory once and stays in L1 while every head takes
+    // it. When that leaves too few tasks to share, one task per (token, head). Each head's
+    // sums are the same either way (scores one per key; values added in position order).
+    let per_task = if rows.len() * n_kv >= 4 * pool::threads() {
+        group
+    } else {
+        1
+    };
+    let tasks_per_row = n_heads / per_task;
+    let mut outs: Vec<&mut [f32]> = out.chunks_mut(per_task * v_dim).collect();
     pool::for_each_mut_init(
         &mut outs,
-        || vec![0f32; max_pos],
+        || vec![0f32; per_task * max_pos],
         |scores, i, o| {
-            let ((si, ti), h) = (rows[i / n_heads], i % n_heads);
+            let ((si, ti), h0) = (rows[i / tasks_per_row], i % tasks_per_row * per_task);
             let AttnSeq { q, keys, values } = seqs[si];
             let t = q.len() / (n_heads * qk_dim);
             let n_pos = keys.len() / (n_kv * qk_dim);
             let visible = n_pos - t + ti + 1;
-            let kvh = h / group;
-            let qh = &q[(ti * n_heads + h) * qk_dim..][..qk_dim];
-            let scores = &mut scores[..visible];
-            dot_strided(qh, &keys[kvh * qk_dim..], n_kv * qk_dim, scores);
-            for s in scores.iter_mut() {
-                *s *= scale;
+            let kvh = h0 / group;
+            let (ks, vs) = (n_kv * qk_dim, n_kv * v_dim);
+            let scores = &mut scores[..per_task * visible];
+            for p0 in (0..visible).step_by(POS_BLOCK) {
+                let n = POS_BLOCK.min(visible - p0);
+                for (j, s) in scores.chunks_exact_mut(visible).enumerate() {
+                    let qh = &q[(ti * n_heads + h0 + j) * qk_dim..][..qk_dim];
+                    dot_strided(qh, &keys[p0 * ks + kvh * qk_dim..], ks, &mut s[p0..p0 + n]);
+                }
             }
-            softmax(scores);
-            axpy_strided(o, scores, &values[kvh * v_dim..], n_kv * v_dim);
+            for s in scores.chunks_exact_mut(visible) {
+                for v in s.iter_mut() {
+                    *v *= scale;
+                }
+                softmax(s);
+            }
+            for p0 in (0..visible).step_by(POS_BLOCK) {
+                let n = POS_BLOCK.min(visible - p0);
+                for (s, o) in scores.chunks_exact(visible).zip(o.chunks_exact_mut(v_dim)) {
+                    axpy_strided(o, &s[p0..p0 + n], &values[p0 * vs + kvh * v_dim..], vs);
+                }
+            }
         },
     );
     out

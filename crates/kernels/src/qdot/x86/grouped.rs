@@ -15,12 +15,13 @@
 
 use super::kquants::row_blocks;
 use super::legacy::{
-    dot_off_vnni, dot_vnni, high_bits_vnni, hsum, hsum128, min1, nibbles, prefetch, q4_0_isum2,
-    q4_0_w2, q4_1_w2, q5_0_isum2, q5_0_w2, q5_1_w2, q_1_isum2, scale1, scale_hi, scale_index,
+    acts, dot_off_vnni, dot_vnni, high_bits_vnni, hsum, hsum128, min1, nibbles, prefetch,
+    q4_0_isum2, q4_0_w2, q4_1_w2, q5_0_isum2, q5_0_w2, q5_1_w2, q_1_isum2, scale1, scale_hi,
+    scale_index,
 };
 use super::legacy_n::{q4_1_q, q5_1_q};
 use crate::qdot::{ActGroup, BlockQ8_0x, BlockQ8_1x, DotTable, Isa};
-use crate::quants::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1};
+use crate::quants::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0};
 use std::arch::x86_64::*;
 use std::mem::{offset_of, size_of};
 
@@ -31,6 +32,7 @@ pub fn install(t: &mut DotTable, isa: Isa) {
         t.g.q5_0 = Some(q5_0_g);
         t.g.q4_1 = Some(q4_1_g);
         t.g.q5_1 = Some(q5_1_g);
+        t.g.q8_0 = Some(q8_0_g);
     }
 }
 
@@ -209,3 +211,118 @@ kernel_g!(
     |q, y| dot_vnni(q, y),
     true
 );
+
+/// Two Q8_0 blocks' quants (at `b` and `b + S`): their magnitudes, and a mask of the negative
+/// ones.
+#[inline]
+#[target_feature(enable = "avx2,avx512f,avx512bw")]
+unsafe fn q8_0_w2(b: *const u8) -> (__m512i, __mmask64) {
+    const S: usize = size_of::<BlockQ8_0>();
+    let q = b.add(offset_of!(BlockQ8_0, qs));
+    let w = _mm512_inserti64x4::<1>(
+        _mm512_castsi256_si512(_mm256_loadu_si256(q as *const __m256i)),
+        _mm256_loadu_si256(q.add(S) as *const __m256i),
+    );
+    (_mm512_abs_epi8(w), _mm512_movepi8_mask(w))
+}
+
+/// Σ w × a over each run of 4 bytes of two blocks: `|w|` times `a` negated where `w` is
+/// negative, the same i32 sums as the single-row kernel's `vpsignb` (where `w` is zero the
+/// product is zero either way).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+unsafe fn q8_0_isum2(w: (__m512i, __mmask64), y: __m512i) -> __m512i {
+    let z = _mm512_setzero_si512();
+    _mm512_dpbusd_epi32(z, w.0, _mm512_mask_sub_epi8(y, w.1, z, y))
+}
+
+/// The upper 8 lanes.
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn high8(v: __m512) -> __m256 {
+    _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v)))
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[allow(clippy::needless_range_loop)] // r indexes several arrays in step
+unsafe fn q8_0_rows<const N: usize>(w: &[u8], a: &[BlockQ8_0x], g: &[ActGroup], out: &mut [f32]) {
+    const S: usize = size_of::<BlockQ8_0>();
+    const W_IDX: [i16; 32] = scale_index(S, false);
+    let nb = row_blocks(w, S, a.len(), out.len(), N);
+    let per = nb.div_ceil(4);
+    assert_eq!(
+        g.len(),
+        N * per,
+        "activation groups do not match the blocks"
+    );
+    let (wp, gp) = (w.as_ptr(), g.as_ptr());
+    let w_idx = _mm512_loadu_si512(W_IDX.as_ptr() as *const _);
+    let p01 = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
+    let p23 = _mm512_setr_epi32(2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
+    // Blocks 0 and 1 of each group in `acc0` (low and high eight lanes), 2 and 3 in `acc1`:
+    // lane for lane the single-row kernel's four 256-bit accumulators.
+    let mut acc0 = [_mm512_setzero_ps(); N];
+    let mut acc1 = [_mm512_setzero_ps(); N];
+    let mins = [_mm256_setzero_ps(); N];
+    let full = nb / 4;
+    for gi in 0..full {
+        let b = wp.add(4 * gi * S);
+        prefetch(b, 4 * S);
+        let wg = group4_weights!(q8_0_w2, b, w_idx, S);
+        for r in 0..N {
+            let y = &*gp.add(r * per + gi);
+            let yq = y.qs.as_ptr() as *const __m512i;
+            group4_row!(
+                false,
+                q8_0_isum2,
+                wg,
+                _mm512_load_si512(yq),
+                _mm512_load_si512(yq.add(1)),
+                _mm256_broadcast_ps(&*(y.d.as_ptr() as *const __m128)),
+                p01,
+                p23,
+                acc0[r],
+                acc1[r],
+                mins[r]
+            );
+        }
+    }
+    // The leftover blocks into block 0's accumulator, as the single-row kernel adds them.
+    let mut acc_b0: [__m256; N] = std::array::from_fn(|r| _mm512_castps512_ps256(acc0[r]));
+    for j in 4 * full..nb {
+        let b = wp.add(j * S);
+        let q = acts(b.add(offset_of!(BlockQ8_0, qs)) as *const i8);
+        let aq = _mm256_abs_epi8(q);
+        let (gi, l) = (j / 4, j % 4);
+        for r in 0..N {
+            let y = &*gp.add(r * per + gi);
+            let ya = _mm256_load_si256(y.qs.as_ptr().add(32 * l) as *const __m256i);
+            let isum = dot_vnni(aq, _mm256_sign_epi8(ya, q));
+            acc_b0[r] = _mm256_fmadd_ps(scale1(b, y.d[l]), _mm256_cvtepi32_ps(isum), acc_b0[r]);
+        }
+    }
+    for r in 0..N {
+        let a01 = _mm256_add_ps(acc_b0[r], high8(acc0[r]));
+        let a23 = _mm256_add_ps(_mm512_castps512_ps256(acc1[r]), high8(acc1[r]));
+        // The single-row kernel's `+ 0` for its (absent) offsets and leftover sum.
+        out[r] = hsum(_mm256_add_ps(a01, a23)) + 0f32 + 0f32;
+    }
+}
+
+/// Q8_0 × Q8_0 groups, as `q8_0_vnni` (256-bit) per row: each 512-bit step is two of its
+/// 256-bit blocks side by side.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn q8_0_g(w: &[u8], a: &[BlockQ8_0x], g: &[ActGroup], out: &mut [f32]) {
+    match out.len() {
+        1 => q8_0_rows::<1>(w, a, g, out),
+        2 => q8_0_rows::<2>(w, a, g, out),
+        3 => q8_0_rows::<3>(w, a, g, out),
+        4 => q8_0_rows::<4>(w, a, g, out),
+        5 => q8_0_rows::<5>(w, a, g, out),
+        6 => q8_0_rows::<6>(w, a, g, out),
+        7 => q8_0_rows::<7>(w, a, g, out),
+        8 => q8_0_rows::<8>(w, a, g, out),
+        n => panic!("grouped kernel called with {n} rows"),
+    }
+}

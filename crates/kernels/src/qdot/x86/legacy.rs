@@ -607,10 +607,15 @@ pub(super) unsafe fn q_1_isum2(q: __m512i, y: __m512i) -> __m512i {
 }
 
 /// Where the second of the two 64-byte loads that gather four blocks' f16 fields starts: the
-/// first covers bytes 0..64 of the group, the second ends with it (groups of 64 to 128 bytes).
+/// first covers bytes 0..64 of the group, the second ends with it (groups of 64 to 128 bytes)
+/// or, for Q8_0's groups of 136, covers 64..128, which holds the last two `d`.
 pub(super) const fn scale_hi(s: usize) -> usize {
-    assert!(4 * s >= 64 && 4 * s <= 128);
-    4 * s - 64
+    assert!(4 * s >= 64 && 4 * s <= 136);
+    if 4 * s <= 128 {
+        4 * s - 64
+    } else {
+        64 // Q8_0: its groups of 136 bytes keep their last `d` (at 102) within 128
+    }
 }
 
 /// `vpermt2w` indices gathering the f16 `d` of four blocks `s` bytes apart into words 0..3 and

@@ -362,6 +362,7 @@ mod tests {
                         (DType::Q5_0, t.g.q5_0.is_some()),
                         (DType::Q4_1, t.g.q4_1.is_some()),
                         (DType::Q5_1, t.g.q5_1.is_some()),
+                        (DType::Q8_0, t.g.q8_0.is_some()),
                     ] {
                         if !grouped {
                             continue;
