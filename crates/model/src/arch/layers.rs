@@ -152,6 +152,10 @@ pub struct AttnSeq<'a> {
     pub values: &'a [f32],
 }
 
+/// Elements per parallel piece of the feed-forward's `silu(gate) * up` (one `exp` each; a
+/// decoded token's few thousand stay on one thread).
+const SWIGLU_PIECE: usize = 4096;
+
 /// Positions per block of keys (or values) that every query head of a kv head takes in turn.
 const POS_BLOCK: usize = 64;
 
@@ -297,12 +301,18 @@ impl Ffn {
             .flat_map(|(f, x)| [(&f.gate, *x), (&f.up, *x)])
             .collect();
         let mut gu = Linear::forward_many(&gate_up)?;
-        let mut hidden = Vec::with_capacity(ffns.len());
+        // silu(gate) * up in pieces of SWIGLU_PIECE, in parallel once there are several.
+        let mut pieces: Vec<(&mut [f32], &[f32])> = Vec::new();
         for pair in gu.chunks_exact_mut(2) {
             let (g, u) = pair.split_at_mut(1);
-            ops::swiglu(&mut g[0], &u[0]);
-            hidden.push(std::mem::take(&mut g[0]));
+            pieces.extend(g[0].chunks_mut(SWIGLU_PIECE).zip(u[0].chunks(SWIGLU_PIECE)));
         }
+        if pieces.len() > 1 {
+            pool::for_each_mut(&mut pieces, |_, (g, u)| ops::swiglu(g, u));
+        } else {
+            pieces.iter_mut().for_each(|(g, u)| ops::swiglu(g, u));
+        }
+        let hidden: Vec<Vec<f32>> = gu.iter_mut().step_by(2).map(std::mem::take).collect();
         let down: Vec<(&Linear, &[f32])> = ffns
             .iter()
             .zip(&hidden)
