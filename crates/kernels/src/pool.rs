@@ -22,7 +22,7 @@
 use std::any::Any;
 use std::cell::UnsafeCell;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Condvar, Mutex, OnceLock};
+use std::sync::{Condvar, Mutex, OnceLock, TryLockError};
 use std::time::{Duration, Instant};
 
 /// How long an idle worker spins for the next region before it parks.
@@ -131,10 +131,12 @@ fn worker(p: &'static Shared, slot: usize) {
     let mut seen = 0u64; // regions are numbered from 1
     loop {
         let s = wait_for_region(p, seen);
-        // Join, unless the region closed or changed meanwhile.
-        if p.state
-            .compare_exchange_weak(s, s + 1, Ordering::Acquire, Ordering::Relaxed)
-            .is_err()
+        // Join, unless the region closed or changed meanwhile (the exchange fails then).
+        if s & OPEN == 0
+            || epoch(s) == seen
+            || p.state
+                .compare_exchange_weak(s, s + 1, Ordering::Acquire, Ordering::Relaxed)
+                .is_err()
         {
             continue;
         }
@@ -219,7 +221,12 @@ pub fn run(n: usize, task: &(dyn Fn(usize, usize) + Sync)) {
         return;
     }
     let guard = if n > 1 && p.threads > 1 {
-        p.opener.try_lock().ok()
+        match p.opener.try_lock() {
+            Ok(g) => Some(g),
+            // A region that panicked left the lock poisoned; it guards no data.
+            Err(TryLockError::Poisoned(e)) => Some(e.into_inner()),
+            Err(TryLockError::WouldBlock) => None,
+        }
     } else {
         None
     };
@@ -269,11 +276,9 @@ pub fn run(n: usize, task: &(dyn Fn(usize, usize) + Sync)) {
         }
         std::hint::spin_loop();
     }
-    if let Err(e) = mine {
-        std::panic::resume_unwind(e);
-    }
+    // Taken either way, so that a worker's panic never surfaces in a later region.
     let theirs = p.panic.lock().ok().and_then(|mut g| g.take());
-    if let Some(e) = theirs {
+    if let Some(e) = mine.err().or(theirs) {
         std::panic::resume_unwind(e);
     }
 }
@@ -430,8 +435,39 @@ mod tests {
             })
         });
         assert!(r.is_err());
+        // The caller and a worker both panic (each task waits, briefly, until two
+        // participants are in); neither panic may surface in the next region, and the
+        // regions after a panic still reach the workers.
+        for _ in 0..5 {
+            let seen = AtomicUsize::new(0);
+            let r = std::panic::catch_unwind(|| {
+                run(64, &|slot, i| {
+                    seen.fetch_or(1 << slot.min(63), Ordering::SeqCst);
+                    let t0 = Instant::now();
+                    while seen.load(Ordering::SeqCst).count_ones() < 2
+                        && t0.elapsed() < Duration::from_millis(200)
+                    {
+                        std::hint::spin_loop();
+                    }
+                    panic!("task {i}");
+                })
+            });
+            assert!(r.is_err());
+        }
         let v = map(64, |i| i + 1);
         assert_eq!(v.iter().sum::<usize>(), 64 * 65 / 2);
+        if threads() > 1 {
+            // A worker joins again (tries, as other tests may hold the pool for a moment).
+            let joined = (0..200).any(|_| {
+                let seen = AtomicUsize::new(0);
+                run(64, &|slot, _| {
+                    seen.fetch_or(1 << slot.min(63), Ordering::SeqCst);
+                    std::thread::sleep(Duration::from_micros(200));
+                });
+                seen.load(Ordering::SeqCst) > 1
+            });
+            assert!(joined, "no worker took part after a panicking region");
+        }
     }
 
     #[test]
