@@ -373,16 +373,6 @@ pub fn map<T: Send>(n: usize, f: impl Fn(usize) -> T + Sync) -> Vec<T> {
     out.into_iter().flatten().collect()
 }
 
-/// `f(i, chunk)` for every `chunk`-long piece of `data` (the last may be shorter), in parallel.
-pub fn for_each_chunk_mut<T: Send>(
-    data: &mut [T],
-    chunk: usize,
-    f: impl Fn(usize, &mut [T]) + Sync,
-) {
-    let mut pieces: Vec<&mut [T]> = data.chunks_mut(chunk.max(1)).collect();
-    for_each_mut(&mut pieces, |i, c| f(i, c));
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -301,17 +301,14 @@ impl Ffn {
             .flat_map(|(f, x)| [(&f.gate, *x), (&f.up, *x)])
             .collect();
         let mut gu = Linear::forward_many(&gate_up)?;
-        // silu(gate) * up in pieces of SWIGLU_PIECE, in parallel once there are several.
+        // silu(gate) * up in pieces of SWIGLU_PIECE, in parallel (the pool keeps a single
+        // piece on its caller).
         let mut pieces: Vec<(&mut [f32], &[f32])> = Vec::new();
         for pair in gu.chunks_exact_mut(2) {
             let (g, u) = pair.split_at_mut(1);
             pieces.extend(g[0].chunks_mut(SWIGLU_PIECE).zip(u[0].chunks(SWIGLU_PIECE)));
         }
-        if pieces.len() > 1 {
-            pool::for_each_mut(&mut pieces, |_, (g, u)| ops::swiglu(g, u));
-        } else {
-            pieces.iter_mut().for_each(|(g, u)| ops::swiglu(g, u));
-        }
+        pool::for_each_mut(&mut pieces, |_, (g, u)| ops::swiglu(g, u));
         let hidden: Vec<Vec<f32>> = gu.iter_mut().step_by(2).map(std::mem::take).collect();
         let down: Vec<(&Linear, &[f32])> = ffns
             .iter()
