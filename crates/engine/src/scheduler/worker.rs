@@ -166,15 +166,17 @@ impl Worker {
     /// One batched forward over the running sequences, then sampling and reporting.
     fn step(&mut self) {
         // Cancelled ones leave first.
+        let mut cancelled = Vec::new();
         let mut i = 0;
         while i < self.running.len() {
             if self.running[i].cancel.load(Ordering::Relaxed) {
                 let s = self.running.swap_remove(i);
-                self.finish(s, StopReason::Cancelled);
+                cancelled.push((s, Ok(StopReason::Cancelled)));
             } else {
                 i += 1;
             }
         }
+        self.retire(cancelled);
         if self.running.is_empty() {
             return;
         }
@@ -217,6 +219,7 @@ impl Worker {
         self.shared.steps.fetch_add(1, Ordering::Relaxed);
         // Sample, report, retire.
         let mut keep = Vec::with_capacity(self.running.len());
+        let mut ended = Vec::new();
         for (mut s, r) in std::mem::take(&mut self.running).into_iter().zip(results) {
             let outcome = match r {
                 None => Outcome::Continue,
@@ -226,13 +229,31 @@ impl Worker {
             };
             match outcome {
                 Outcome::Continue => keep.push(s),
-                Outcome::Done(reason) => self.finish(s, reason),
-                Outcome::Error(e) => {
+                Outcome::Done(reason) => ended.push((s, Ok(reason))),
+                Outcome::Error(e) => ended.push((s, Err(e))),
+            }
+        }
+        self.running = keep;
+        self.retire(ended);
+    }
+
+    /// Report the end of sequences that have left `running`. The shared running count is
+    /// updated first, so whoever receives a request's last event also sees it gone from
+    /// [`super::Scheduler::stats`].
+    fn retire(&mut self, ended: Vec<(Seq, Result<StopReason, String>)>) {
+        if ended.is_empty() {
+            return;
+        }
+        let running = self.running.len();
+        self.shared.lock().running = running;
+        for (mut s, end) in ended {
+            match end {
+                Ok(reason) => self.finish(s, reason),
+                Err(e) => {
                     (s.sink)(Event::Error(e));
                 }
             }
         }
-        self.running = keep;
     }
 
     /// Run the spans (`tokens[a..b]` of each running sequence, `None`: nothing this step)
