@@ -23,6 +23,7 @@ pub use ops::WeightRef;
 pub fn describe() -> String {
     let isa = format!("{:?}", qdot::table().isa).to_lowercase();
     let tiled = match gemm::Kernel::best() {
+        gemm::Kernel::Amx => "amx tiled prefill for every integer format",
         gemm::Kernel::Avx512 => "avx512 tiled prefill for every integer format",
         gemm::Kernel::Avx2 => "avx2 tiled prefill for the K-quants",
         gemm::Kernel::Scalar => "no tiled prefill",

@@ -101,7 +101,7 @@ fn tiles_equal_dequantized_weights_times_rounded_activations() {
             &[96, 512]
         };
         for &k in ks {
-            for (n, tokens) in [(1, 1), (4, 4), (5, 7), (9, 3), (3, 10)] {
+            for (n, tokens) in [(1, 1), (4, 4), (5, 7), (9, 3), (3, 10), (16, 20), (13, 33)] {
                 let w = random_weight(t, n, k, &mut rng);
                 let x: Vec<f32> = (0..tokens * k)
                     .map(|_| ((rng.next() % 4001) as f32 - 2000.0) / 700.0)

@@ -202,11 +202,13 @@ pub unsafe fn run(kernel: super::Kernel, w: &KRows, a: &KActs, out: Out) {
     super::for_each_tile(w.n, a.t, out, |r0, nr, c0, nc, o| match kernel {
         super::Kernel::Scalar => tile_scalar(w, r0, nr, a, c0, nc, o),
         #[cfg(target_arch = "x86_64")]
-        super::Kernel::Avx512 => super::x86::tile_k(w, r0, nr, a, c0, nc, o),
+        super::Kernel::Avx512 | super::Kernel::Amx => super::x86::tile_k(w, r0, nr, a, c0, nc, o),
         #[cfg(target_arch = "x86_64")]
         super::Kernel::Avx2 => super::x86::tile_k_avx2(w, r0, nr, a, c0, nc, o),
         #[cfg(not(target_arch = "x86_64"))]
-        super::Kernel::Avx512 | super::Kernel::Avx2 => tile_scalar(w, r0, nr, a, c0, nc, o),
+        super::Kernel::Avx512 | super::Kernel::Avx2 | super::Kernel::Amx => {
+            tile_scalar(w, r0, nr, a, c0, nc, o)
+        }
     });
 }
 

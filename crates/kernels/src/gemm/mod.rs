@@ -20,6 +20,8 @@
 //! their multi-row dots on AVX2, where a tile would pay the same per-block conversion and
 //! multiply as they do); [`tile_scalar`] and [`kq::tile_scalar`] are their twins.
 
+#[cfg(target_arch = "x86_64")]
+pub mod amx;
 pub mod convert;
 pub mod kq;
 #[cfg(target_arch = "x86_64")]
@@ -55,7 +57,7 @@ pub fn available() -> bool {
 /// dots): every [`supported`] format with AVX-512, the K-quants with AVX2.
 pub fn fast_for(dtype: DType) -> bool {
     match Kernel::best() {
-        Kernel::Avx512 => supported(dtype),
+        Kernel::Amx | Kernel::Avx512 => supported(dtype),
         Kernel::Avx2 => kq::supported(dtype),
         Kernel::Scalar => false,
     }
@@ -75,8 +77,15 @@ pub fn act_format(dtype: DType) -> crate::actquant::ActFormat {
     }
 }
 
-/// Activations quantized for the weights of one matmul: Q8_0-style or Q8_K.
-pub enum TiledActs {
+/// Activations quantized for the weights of one matmul: Q8_0-style or Q8_K, and where the
+/// CPU has AMX also rearranged for its tiles.
+pub struct TiledActs {
+    acts: ActsOf,
+    #[cfg(target_arch = "x86_64")]
+    panel: Option<amx::Panel>,
+}
+
+enum ActsOf {
     Blocks(Acts),
     K(kq::KActs),
 }
@@ -84,16 +93,32 @@ pub enum TiledActs {
 impl TiledActs {
     /// Quantize `x` (rows of `k`) for `dtype` weights ([`supported`] ones).
     pub fn quantize(dtype: DType, x: &[f32], k: usize) -> TiledActs {
-        if kq::supported(dtype) {
-            TiledActs::K(kq::KActs::quantize(x, k))
+        let acts = if kq::supported(dtype) {
+            ActsOf::K(kq::KActs::quantize(x, k))
         } else {
-            TiledActs::Blocks(Acts::quantize(x, k))
+            ActsOf::Blocks(Acts::quantize(x, k))
+        };
+        #[cfg(target_arch = "x86_64")]
+        let panel = amx::available().then(|| match &acts {
+            ActsOf::K(a) => amx::Panel::from_kacts(dtype, a),
+            ActsOf::Blocks(a) => amx::Panel::from_acts(a),
+        });
+        TiledActs {
+            acts,
+            #[cfg(target_arch = "x86_64")]
+            panel,
         }
     }
 
     /// Whether these activations are the ones `dtype` weights take.
     pub fn fits(&self, dtype: DType) -> bool {
-        matches!(self, TiledActs::K(_)) == kq::supported(dtype)
+        #[cfg(target_arch = "x86_64")]
+        if let Some(p) = &self.panel {
+            if p.chunk != amx::chunk_of(dtype) {
+                return false;
+            }
+        }
+        matches!(self.acts, ActsOf::K(_)) == kq::supported(dtype)
     }
 }
 
@@ -102,6 +127,8 @@ impl TiledActs {
 pub struct Scratch {
     rows: Rows,
     krows: kq::KRows,
+    #[cfg(target_arch = "x86_64")]
+    amx: amx::Scratch,
 }
 
 /// Convert `n` stored rows (`data`, `row_bytes` each, `k` elements) into `scratch` and multiply
@@ -122,12 +149,43 @@ pub unsafe fn run_rows(
     scratch: &mut Scratch,
     out: Out,
 ) {
-    match acts {
-        TiledActs::K(a) => {
+    #[cfg(target_arch = "x86_64")]
+    if let (Kernel::Amx, Some(p)) = (kernel, &acts.panel) {
+        if n <= amx::TILE {
+            // The kernel reads 16 rows whatever `n`: rows past it hold whatever was there.
+            match &acts.acts {
+                ActsOf::K(_) => {
+                    scratch.krows.fill(dtype, data, row_bytes, n, k);
+                    let len = amx::TILE * k;
+                    if scratch.krows.q.len() < len {
+                        scratch.krows.q.resize(len, 0);
+                    }
+                    amx::run_k(dtype, &scratch.krows, p, &mut scratch.amx, out);
+                }
+                ActsOf::Blocks(_) => {
+                    scratch.rows.fill(dtype, data, row_bytes, n, k);
+                    let len = amx::TILE * scratch.rows.kp;
+                    if scratch.rows.q.len() < len {
+                        scratch.rows.q.resize(len, 0);
+                    }
+                    amx::run_blocks(dtype, &scratch.rows, p, &mut scratch.amx, out);
+                }
+            }
+            return;
+        }
+    }
+    // Without AMX, or its activations, the AVX-512 tiles take its place.
+    let kernel = if kernel == Kernel::Amx {
+        Kernel::Avx512
+    } else {
+        kernel
+    };
+    match &acts.acts {
+        ActsOf::K(a) => {
             scratch.krows.fill(dtype, data, row_bytes, n, k);
             kq::run(kernel, &scratch.krows, a, out);
         }
-        TiledActs::Blocks(a) => {
+        ActsOf::Blocks(a) => {
             scratch.rows.fill(dtype, data, row_bytes, n, k);
             run(kernel, &scratch.rows, a, out);
         }
@@ -242,6 +300,8 @@ pub enum Kernel {
     /// The K-quants only (the 32-element formats' tiles take the scalar twin).
     Avx2,
     Avx512,
+    /// AMX tiles for the products, AVX-512 for the rest ([`amx`]).
+    Amx,
 }
 
 impl Kernel {
@@ -249,6 +309,9 @@ impl Kernel {
     pub fn best() -> Kernel {
         #[cfg(target_arch = "x86_64")]
         {
+            if amx::available() {
+                return Kernel::Amx;
+            }
             if available() {
                 return Kernel::Avx512;
             }
@@ -265,6 +328,7 @@ impl Kernel {
             Kernel::Scalar => vec![Kernel::Scalar],
             Kernel::Avx2 => vec![Kernel::Scalar, Kernel::Avx2],
             Kernel::Avx512 => vec![Kernel::Scalar, Kernel::Avx2, Kernel::Avx512],
+            Kernel::Amx => vec![Kernel::Scalar, Kernel::Avx2, Kernel::Avx512, Kernel::Amx],
         }
     }
 }
@@ -279,9 +343,9 @@ pub unsafe fn run(kernel: Kernel, w: &Rows, a: &Acts, out: Out) {
     for_each_tile(w.n, a.t, out, |r0, nr, c0, nc, o| match kernel {
         Kernel::Scalar | Kernel::Avx2 => tile_scalar(w, r0, nr, a, c0, nc, o),
         #[cfg(target_arch = "x86_64")]
-        Kernel::Avx512 => x86::tile(w, r0, nr, a, c0, nc, o),
+        Kernel::Avx512 | Kernel::Amx => x86::tile(w, r0, nr, a, c0, nc, o),
         #[cfg(not(target_arch = "x86_64"))]
-        Kernel::Avx512 => tile_scalar(w, r0, nr, a, c0, nc, o),
+        Kernel::Avx512 | Kernel::Amx => tile_scalar(w, r0, nr, a, c0, nc, o),
     });
 }
 

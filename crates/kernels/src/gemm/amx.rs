@@ -1,0 +1,387 @@
+//! The prefill micro-kernel on Intel AMX (tile registers and `tdpb*d`, Sapphire Rapids and
+//! later): one task's 16 converted weight rows against the tokens 16 at a time.
+//!
+//! The rows come from the same conversions as the AVX-512 tiles ([`super::Rows`] for the
+//! 32-element formats, [`super::kq::KRows`] for the K-quants): one byte per element, row after
+//! row, which is exactly the layout of an AMX `A` tile (16 rows, a chunk of `CH` bytes each,
+//! loaded with the row stride). The activations are rearranged once per matmul into
+//! [`Panel`]s, the `B` layout (per 4 elements, the 16 tokens' 4 bytes side by side), with
+//! their scales token-major per block. Per chunk of `CH` elements (one sub-block scale of the
+//! weights: 32 for the 32-element formats, Q4_K and Q5_K, 16 for Q2_K, Q3_K and Q6_K) one
+//! `tdpbssd` (signed weights, signed activations) or `tdpbusd` (the K-quants' unsigned quants)
+//! gives the exact int32 sums of 16 rows x 16 tokens; AVX-512 converts each row of them to
+//! f32 and adds it times `s_row * da_token` into the row's 16 token lanes. The offsets (mins
+//! and zero points) add `o_row * g_token` per 16 elements, as in the other kernels.
+//!
+//! A token's results depend on its own activations only (its lane of every sum, in the same
+//! order whatever else shares the tile), so a token gets the same bits alone or batched.
+//!
+//! Linux hands AMX's tile state to a process only when asked (`arch_prctl`), which
+//! [`available`] does once; `MIXTURE_NO_AMX=1` keeps the AVX-512 tiles (for comparisons).
+
+use super::kq::{KActs, KRows};
+use super::{Acts, Out, Rows};
+use crate::dtype::DType;
+use std::arch::asm;
+use std::arch::x86_64::*;
+use std::sync::OnceLock;
+
+/// Tokens per tile (the `B` tile's columns) and weight rows per task (its `A` rows).
+pub const TILE: usize = 16;
+
+/// Whether this CPU and OS run the AMX kernel: AMX-TILE and AMX-INT8 in CPUID, AVX-512 for
+/// the conversions, Linux's permission granted, and `MIXTURE_NO_AMX` unset.
+pub fn available() -> bool {
+    static OK: OnceLock<bool> = OnceLock::new();
+    *OK.get_or_init(|| {
+        if std::env::var_os("MIXTURE_NO_AMX").is_some_and(|v| !v.is_empty() && v != "0") {
+            return false;
+        }
+        if !crate::qdot::x86::has_avx512() {
+            return false;
+        }
+        // CPUID leaf 7 exists on every x86-64 CPU that has AVX-512.
+        let leaf7 = __cpuid_count(7, 0);
+        let tile = leaf7.edx & (1 << 24) != 0;
+        let int8 = leaf7.edx & (1 << 25) != 0;
+        tile && int8 && request_tile_state()
+    })
+}
+
+/// Ask Linux for the AMX tile data state (`ARCH_REQ_XCOMP_PERM`, `XFEATURE_XTILEDATA`); the
+/// permission holds for every thread of the process.
+#[cfg(target_os = "linux")]
+fn request_tile_state() -> bool {
+    const SYS_ARCH_PRCTL: i64 = 158;
+    const ARCH_REQ_XCOMP_PERM: i64 = 0x1023;
+    const XFEATURE_XTILEDATA: i64 = 18;
+    let ret: i64;
+    // SAFETY: arch_prctl with this request only changes the process's permitted xsave features.
+    unsafe {
+        asm!(
+            "syscall",
+            inlateout("rax") SYS_ARCH_PRCTL => ret,
+            in("rdi") ARCH_REQ_XCOMP_PERM,
+            in("rsi") XFEATURE_XTILEDATA,
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(nostack),
+        );
+    }
+    ret == 0
+}
+
+#[cfg(not(target_os = "linux"))]
+fn request_tile_state() -> bool {
+    false
+}
+
+/// Activations rearranged for the `B` tiles: `tiles` groups of 16 tokens (the last one padded
+/// with zero tokens), each `[kp / 4][16][4]` signed bytes, with the block scales `d`
+/// (`[nd][16]` per tile: per 32 elements for the 32-element formats, per 256 for the
+/// K-quants) and the sums `g = d * Σa` per chunk of the weights' format (`[kp / chunk][16]`,
+/// see [`chunk_of`]).
+pub struct Panel {
+    pub t: usize,
+    pub tiles: usize,
+    pub kp: usize,
+    /// Elements per entry of `d`: 32 or 256.
+    pub d_block: usize,
+    /// Elements per entry of `g`: the chunk, 16 or 32.
+    pub chunk: usize,
+    pub q: Vec<i8>,
+    pub d: Vec<f32>,
+    pub g: Vec<f32>,
+}
+
+impl Panel {
+    /// From the 32-element formats' activations (stored as `a + 128`).
+    pub fn from_acts(a: &Acts) -> Panel {
+        Panel::build(a.t, a.kp, 32, 32, |c| {
+            (
+                &a.q[c * a.kp..][..a.kp],
+                0x80u8,
+                &a.d[c * a.kp / 32..][..a.kp / 32],
+                &a.g[c * a.kp / 16..][..a.kp / 16],
+            )
+        })
+    }
+
+    /// From Q8_K activations, for `dtype` weights.
+    pub fn from_kacts(dtype: DType, a: &KActs) -> Panel {
+        Panel::build(a.t, a.k, 256, chunk_of(dtype), |c| {
+            // SAFETY: i8 and u8 have the same size and alignment.
+            let q =
+                unsafe { std::slice::from_raw_parts(a.q.as_ptr().add(c * a.k) as *const u8, a.k) };
+            (
+                q,
+                0u8,
+                &a.d[c * a.k / 256..][..a.k / 256],
+                &a.g[c * a.k / 16..][..a.k / 16],
+            )
+        })
+    }
+
+    /// `row(c)` gives token `c`'s bytes (XORed with the given mask to make them signed), its
+    /// `d` and its `g` per 16 (summed per `chunk` here).
+    fn build<'a>(
+        t: usize,
+        kp: usize,
+        d_block: usize,
+        chunk: usize,
+        row: impl Fn(usize) -> (&'a [u8], u8, &'a [f32], &'a [f32]) + Sync,
+    ) -> Panel {
+        let tiles = t.div_ceil(TILE);
+        let (nd, ng) = (kp / d_block, kp / chunk);
+        let mut p = Panel {
+            t,
+            tiles,
+            kp,
+            d_block,
+            chunk,
+            q: vec![0; tiles * kp * TILE],
+            d: vec![0.0; tiles * nd * TILE],
+            g: vec![0.0; tiles * ng * TILE],
+        };
+        let mut parts: Vec<_> =
+            p.q.chunks_mut(kp * TILE)
+                .zip(p.d.chunks_mut(nd * TILE))
+                .zip(p.g.chunks_mut(ng * TILE))
+                .enumerate()
+                .collect();
+        crate::pool::for_each_mut(&mut parts, |_, (tile, ((q, d), g))| {
+            for m in 0..TILE.min(t - *tile * TILE) {
+                let (src, mask, ds, gs) = row(*tile * TILE + m);
+                for (k4, w) in src.chunks_exact(4).enumerate() {
+                    let at = (k4 * TILE + m) * 4;
+                    for (dst, &b) in q[at..at + 4].iter_mut().zip(w) {
+                        *dst = (b ^ mask) as i8;
+                    }
+                }
+                for (j, &v) in ds.iter().enumerate() {
+                    d[j * TILE + m] = v;
+                }
+                for (j, v) in gs.chunks_exact(chunk / 16).enumerate() {
+                    g[j * TILE + m] = v.iter().sum();
+                }
+            }
+        });
+        p
+    }
+}
+
+/// A task's weight rows, as the kernel reads them.
+pub struct Weights<'a> {
+    /// 16 rows of `kp` bytes (rows past `n` are read but their results dropped).
+    pub q: *const u8,
+    pub kp: usize,
+    pub n: usize,
+    /// Whether `q` holds unsigned bytes (the K-quants) rather than signed.
+    pub unsigned: bool,
+    /// Elements per scale: 32 or 16.
+    pub chunk: usize,
+    /// `[kp / chunk][16]`: each row's scale per chunk.
+    pub s: &'a [f32],
+    /// Row `r`'s offsets per 16 elements at `o[r * kp / 16..]` (equal within a chunk), when
+    /// the format has any.
+    pub o: Option<&'a [f32]>,
+}
+
+/// The chunk of `dtype`: the elements under one weight scale (and offset).
+pub fn chunk_of(dtype: DType) -> usize {
+    match dtype {
+        DType::Q2K | DType::Q3K | DType::Q6K => 16,
+        _ => 32,
+    }
+}
+
+/// A thread's buffers for the AMX path: the per-chunk scales of its rows.
+#[derive(Default)]
+pub struct Scratch {
+    s: Vec<f32>,
+}
+
+/// The 32-element formats: `w` as converted (`w.n` rows, padded to 16 with anything).
+///
+/// # Safety
+/// [`available`]; `w.q` holds at least 16 rows of `w.kp`; `out` valid for `w.n` rows of
+/// every token of `p`.
+pub unsafe fn run_blocks(dtype: DType, w: &Rows, p: &Panel, scratch: &mut Scratch, out: Out) {
+    debug_assert_eq!(p.chunk, 32);
+    let kp = w.kp;
+    let subs = kp / 16;
+    let chunks = kp / 32;
+    scratch.s.clear();
+    scratch.s.resize(chunks * TILE, 0.0);
+    for r in 0..w.n {
+        for j in 0..chunks {
+            scratch.s[j * TILE + r] = w.s[r * subs + 2 * j];
+        }
+    }
+    let mins = matches!(dtype, DType::Q4_1 | DType::Q5_1);
+    let wt = Weights {
+        q: w.q.as_ptr() as *const u8,
+        kp,
+        n: w.n,
+        unsigned: false,
+        chunk: 32,
+        s: &scratch.s,
+        o: mins.then_some(&w.o[..]),
+    };
+    run(&wt, p, out);
+}
+
+/// The K-quants: `w` as converted (`w.n` rows, padded to 16 with anything).
+///
+/// # Safety
+/// As [`run_blocks`].
+pub unsafe fn run_k(dtype: DType, w: &KRows, p: &Panel, scratch: &mut Scratch, out: Out) {
+    let k = w.k;
+    let ch = chunk_of(dtype);
+    debug_assert_eq!(p.chunk, ch);
+    let chunks = k / ch;
+    scratch.s.clear();
+    scratch.s.resize(chunks * TILE, 0.0);
+    for r in 0..w.n {
+        for j in 0..chunks {
+            let at = j * ch;
+            scratch.s[j * TILE + r] = w.d[r * k / 256 + at / 256] * w.sc[(r * k + at) / 16] as f32;
+        }
+    }
+    let wt = Weights {
+        q: w.q.as_ptr(),
+        kp: k,
+        n: w.n,
+        unsigned: true,
+        chunk: ch,
+        s: &scratch.s,
+        o: Some(&w.o[..]),
+    };
+    run(&wt, p, out);
+}
+
+/// The tile configuration: tmm0/tmm1 the int32 sums (16 x 16), tmm2/tmm4 the weights (16
+/// rows x `chunk` bytes), tmm3/tmm5 the activations (`chunk / 4` rows x 64 bytes); two of
+/// each so one chunk's tiles fill while the previous one's sums are converted.
+#[repr(C, align(64))]
+struct TileConfig {
+    palette: u8,
+    start_row: u8,
+    reserved: [u8; 14],
+    colsb: [u16; 16],
+    rows: [u8; 16],
+    pad: [u8; 16],
+}
+
+impl TileConfig {
+    fn new(chunk: usize) -> TileConfig {
+        let mut c = TileConfig {
+            palette: 1,
+            start_row: 0,
+            reserved: [0; 14],
+            colsb: [0; 16],
+            rows: [0; 16],
+            pad: [0; 16],
+        };
+        for (t, rows, colsb) in [
+            (0, 16, 64),
+            (1, 16, 64),
+            (2, 16, chunk),
+            (4, 16, chunk),
+            (3, chunk / 4, 64),
+            (5, chunk / 4, 64),
+        ] {
+            c.rows[t] = rows as u8;
+            c.colsb[t] = colsb as u16;
+        }
+        c
+    }
+}
+
+/// Issue chunk `j`'s product into sums buffer `j % 2`.
+#[inline(always)]
+unsafe fn issue(w: &Weights<'_>, b: *const i8, j: usize, sums: *mut i32) {
+    let a = w.q.add(j * w.chunk);
+    let bj = b.add(j * w.chunk * TILE);
+    let (ka, kb) = (w.kp, 64usize);
+    macro_rules! chunk {
+        ($c:literal, $a:literal, $b:literal, $op:literal) => {
+            asm!(
+                concat!("tilezero tmm", $c),
+                concat!("tileloadd tmm", $a, ", [{a} + {ka}*1]"),
+                concat!("tileloadd tmm", $b, ", [{b} + {kb}*1]"),
+                concat!($op, " tmm", $c, ", tmm", $a, ", tmm", $b),
+                concat!("tilestored [{s} + {kb}*1], tmm", $c),
+                a = in(reg) a,
+                ka = in(reg) ka,
+                b = in(reg) bj,
+                kb = in(reg) kb,
+                s = in(reg) sums,
+                options(nostack),
+            )
+        };
+    }
+    match (j % 2, w.unsigned) {
+        (0, false) => chunk!("0", "2", "3", "tdpbssd"),
+        (_, false) => chunk!("1", "4", "5", "tdpbssd"),
+        (0, true) => chunk!("0", "2", "3", "tdpbusd"),
+        (_, true) => chunk!("1", "4", "5", "tdpbusd"),
+    }
+}
+
+/// Every token tile of `p` against the 16 rows of `w`.
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn run(w: &Weights<'_>, p: &Panel, out: Out) {
+    let cfg = TileConfig::new(w.chunk);
+    asm!("ldtilecfg [{c}]", c = in(reg) &cfg, options(nostack));
+    let chunks = w.kp / w.chunk;
+    let subs = w.kp / 16;
+    let nd = w.kp / p.d_block;
+    let mut sums = Sums([[0; TILE * TILE]; 2]);
+    let mut res = [0f32; TILE * TILE];
+    for tile in 0..p.tiles {
+        let b = p.q.as_ptr().add(tile * w.kp * TILE);
+        let d = p.d.as_ptr().add(tile * nd * TILE);
+        let mut acc = [_mm512_setzero_ps(); TILE];
+        issue(w, b, 0, sums.0[0].as_mut_ptr());
+        for j in 0..chunks {
+            if j + 1 < chunks {
+                issue(w, b, j + 1, sums.0[(j + 1) % 2].as_mut_ptr());
+            }
+            let s = sums.0[j % 2].as_ptr();
+            let da = _mm512_loadu_ps(d.add(j * w.chunk / p.d_block * TILE));
+            let sw = w.s.as_ptr().add(j * TILE);
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let v = _mm512_cvtepi32_ps(_mm512_loadu_si512(s.add(r * TILE) as *const _));
+                let sc = _mm512_mul_ps(_mm512_set1_ps(*sw.add(r)), da);
+                *acc = _mm512_fmadd_ps(v, sc, *acc);
+            }
+        }
+        if let Some(o) = w.o {
+            let g = p.g.as_ptr().add(tile * chunks * TILE);
+            let step = w.chunk / 16;
+            for (r, acc) in acc.iter_mut().enumerate().take(w.n) {
+                let o = o.as_ptr().add(r * subs);
+                for j in 0..chunks {
+                    let gv = _mm512_loadu_ps(g.add(j * TILE));
+                    *acc = _mm512_fmadd_ps(_mm512_set1_ps(*o.add(j * step)), gv, *acc);
+                }
+            }
+        }
+        for (r, acc) in acc.iter().enumerate() {
+            _mm512_storeu_ps(res.as_mut_ptr().add(r * TILE), *acc);
+        }
+        let tokens = TILE.min(p.t - tile * TILE);
+        for m in 0..tokens {
+            let dst = out.ptr.add((tile * TILE + m) * out.ld);
+            for r in 0..w.n {
+                *dst.add(r) = res[r * TILE + m];
+            }
+        }
+    }
+    asm!("tilerelease", options(nostack, nomem));
+}
+
+/// The two chunks' int32 sums, 64-byte aligned for the tile stores.
+#[repr(C, align(64))]
+struct Sums([[i32; TILE * TILE]; 2]);
