@@ -59,12 +59,30 @@ fn nibbles(qs: &[u8], zero: i8, q: &mut [i8]) {
     }
 }
 
-/// Legacy fifth bits (worth 16): bit `i` of the little-endian word is element `i`'s.
+/// Legacy fifth bits (worth 16) into nibbles `q` (0..16): bit `i` of the little-endian word is
+/// element `i`'s. Eight at a time: each bit of a byte, replicated into every byte and masked to
+/// its own position, becomes 0x80 or more in its byte after adding 0x7f (no byte carries), so
+/// `>> 7` spreads it. `centred`: the result minus 16 (Q5_0's zero point): a clear fifth bit
+/// makes the byte `nibble - 16`, i.e. `nibble | 0xf0`; a set one leaves the nibble.
 #[inline(always)]
-fn fifth_bits(qh: &[u8], q: &mut [i8]) {
-    let h = u32::from_le_bytes([qh[0], qh[1], qh[2], qh[3]]);
-    for (i, v) in q.iter_mut().enumerate() {
-        *v += ((((h >> i) & 1) as u8) << 4) as i8;
+fn fifth_bits(qh: &[u8], centred: bool, q: &mut [i8]) {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    for (&bits, q) in qh[..4].iter().zip(q.chunks_exact_mut(8)) {
+        let each = (bits as u64 * 0x0101_0101_0101_0101) & 0x8040_2010_0804_0201;
+        let spread = ((each + 0x7f7f_7f7f_7f7f_7f7f) >> 7) & ONES;
+        let high = if centred {
+            (spread ^ ONES) * 0xf0
+        } else {
+            spread << 4
+        };
+        let mut v = [0u8; 8];
+        for (v, &x) in v.iter_mut().zip(q.iter()) {
+            *v = x as u8;
+        }
+        let sum = (u64::from_le_bytes(v) | high).to_le_bytes();
+        for (x, &s) in q.iter_mut().zip(&sum) {
+            *x = s as i8;
+        }
     }
 }
 
@@ -81,15 +99,15 @@ fn q4_1(b: &[u8], q: &mut [i8], s: &mut [f32], o: &mut [f32]) {
 }
 
 fn q5_0(b: &[u8], q: &mut [i8], s: &mut [f32], o: &mut [f32]) {
-    nibbles(&b[6..22], 16, q);
-    fifth_bits(&b[2..6], q);
+    nibbles(&b[6..22], 0, q);
+    fifth_bits(&b[2..6], true, q);
     s.fill(read_f16(b));
     o.fill(0.0);
 }
 
 fn q5_1(b: &[u8], q: &mut [i8], s: &mut [f32], o: &mut [f32]) {
     nibbles(&b[8..24], 0, q);
-    fifth_bits(&b[4..8], q);
+    fifth_bits(&b[4..8], false, q);
     s.fill(read_f16(b));
     o.fill(read_f16(&b[2..]));
 }
