@@ -35,10 +35,26 @@ pub const ROWS_PER_TASK: usize = 16;
 /// 16..64, K = 576 and 2048, Zen 4, column "grp rows" against "tiled"): Q4_0/Q5_0 at ~32-48,
 /// Q4_1 at ~48-64, Q5_1 above 64 (before the grouped kernels they broke even at 4-12).
 ///
+/// With AMX (Intel Xeon, 4th generation on) the tiled kernel's products are so cheap that it
+/// breaks even at 8-16 tokens for most formats (Q6_K, whose conversion is slow, at ~128).
+///
 /// With AVX2 only (K-quants alone have a tiled kernel there; `prefill 3 T 2048` on a 2-core
 /// EPYC without AVX-512): Q2_K..Q5_K break even at ~32 tokens, Q6_K at ~100; at 64 tokens the
 /// tiled kernel is 1.2-1.5x the multi-row dots, at 256 tokens 1.3-1.8x.
 pub fn gemm_min_tokens(dtype: DType) -> usize {
+    if gemm::Kernel::best() == gemm::Kernel::Amx {
+        // `prefill 5 T 2048` (T = 8..128), one thread, AMX tiles against the better of
+        // `dot_rows` and `grp rows`.
+        return match dtype {
+            DType::Q8_0 => 8,
+            DType::Q4_0 => 12,
+            DType::Q4_1 | DType::Q5_0 | DType::Q5_1 | DType::Q4K | DType::Q5K => 16,
+            DType::Q3K => 24,
+            DType::Q2K => 32,
+            DType::Q6K => 128,
+            _ => usize::MAX,
+        };
+    }
     if gemm::Kernel::best() == gemm::Kernel::Avx2 {
         return match dtype {
             DType::Q2K | DType::Q3K | DType::Q4K | DType::Q5K => 32,

@@ -10,7 +10,8 @@
 //! weights: 32 for the 32-element formats, Q4_K and Q5_K, 16 for Q2_K, Q3_K and Q6_K) one
 //! `tdpbssd` (signed weights, signed activations) or `tdpbusd` (the K-quants' unsigned quants)
 //! gives the exact int32 sums of 16 rows x 16 tokens; AVX-512 converts each row of them to
-//! f32 and adds it times `s_row * da_token` into the row's 16 token lanes. The offsets (mins
+//! f32 and adds it times `s_row * da_token` into the row's 16 token lanes (with Q8_K
+//! activations, times `s_row` per chunk and `da_token` per 256). The offsets (mins
 //! and zero points) add `o_row * g_token` per 16 elements, as in the other kernels.
 //!
 //! A token's results depend on its own activations only (its lane of every sum, in the same
@@ -344,27 +345,57 @@ unsafe fn run(w: &Weights<'_>, p: &Panel, out: Out) {
         let d = p.d.as_ptr().add(tile * nd * TILE);
         let mut acc = [_mm512_setzero_ps(); TILE];
         issue(w, b, 0, sums.0[0].as_mut_ptr());
-        for j in 0..chunks {
-            if j + 1 < chunks {
-                issue(w, b, j + 1, sums.0[(j + 1) % 2].as_mut_ptr());
+        if p.d_block == 256 {
+            // Q8_K activations: one `da` per 256, so each super-block's chunks add up under
+            // the weights' scales alone, then take `da` once (the totals wait in `res`).
+            res.fill(0.0);
+            let per = 256 / w.chunk;
+            for j in 0..chunks {
+                if j + 1 < chunks {
+                    issue(w, b, j + 1, sums.0[(j + 1) % 2].as_mut_ptr());
+                }
+                let s = sums.0[j % 2].as_ptr();
+                let sw = w.s.as_ptr().add(j * TILE);
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    let v = _mm512_cvtepi32_ps(_mm512_loadu_si512(s.add(r * TILE) as *const _));
+                    *acc = _mm512_fmadd_ps(v, _mm512_set1_ps(*sw.add(r)), *acc);
+                }
+                if (j + 1) % per == 0 {
+                    let da = _mm512_loadu_ps(d.add(j / per * TILE));
+                    for (r, acc) in acc.iter_mut().enumerate() {
+                        let t = res.as_mut_ptr().add(r * TILE);
+                        _mm512_storeu_ps(t, _mm512_fmadd_ps(*acc, da, _mm512_loadu_ps(t)));
+                        *acc = _mm512_setzero_ps();
+                    }
+                }
             }
-            let s = sums.0[j % 2].as_ptr();
-            let da = _mm512_loadu_ps(d.add(j * w.chunk / p.d_block * TILE));
-            let sw = w.s.as_ptr().add(j * TILE);
             for (r, acc) in acc.iter_mut().enumerate() {
-                let v = _mm512_cvtepi32_ps(_mm512_loadu_si512(s.add(r * TILE) as *const _));
-                let sc = _mm512_mul_ps(_mm512_set1_ps(*sw.add(r)), da);
-                *acc = _mm512_fmadd_ps(v, sc, *acc);
+                *acc = _mm512_loadu_ps(res.as_ptr().add(r * TILE));
+            }
+        } else {
+            for j in 0..chunks {
+                if j + 1 < chunks {
+                    issue(w, b, j + 1, sums.0[(j + 1) % 2].as_mut_ptr());
+                }
+                let s = sums.0[j % 2].as_ptr();
+                let da = _mm512_loadu_ps(d.add(j * w.chunk / p.d_block * TILE));
+                let sw = w.s.as_ptr().add(j * TILE);
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    let v = _mm512_cvtepi32_ps(_mm512_loadu_si512(s.add(r * TILE) as *const _));
+                    let sc = _mm512_mul_ps(_mm512_set1_ps(*sw.add(r)), da);
+                    *acc = _mm512_fmadd_ps(v, sc, *acc);
+                }
             }
         }
         if let Some(o) = w.o {
+            // Chunk by chunk, so the 16 rows' accumulators are independent chains.
             let g = p.g.as_ptr().add(tile * chunks * TILE);
             let step = w.chunk / 16;
-            for (r, acc) in acc.iter_mut().enumerate().take(w.n) {
-                let o = o.as_ptr().add(r * subs);
-                for j in 0..chunks {
-                    let gv = _mm512_loadu_ps(g.add(j * TILE));
-                    *acc = _mm512_fmadd_ps(_mm512_set1_ps(*o.add(j * step)), gv, *acc);
+            for j in 0..chunks {
+                let gv = _mm512_loadu_ps(g.add(j * TILE));
+                let o = o.as_ptr().add(j * step);
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    *acc = _mm512_fmadd_ps(_mm512_set1_ps(*o.add(r * subs)), gv, *acc);
                 }
             }
         }

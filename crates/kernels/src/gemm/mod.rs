@@ -152,22 +152,21 @@ pub unsafe fn run_rows(
     #[cfg(target_arch = "x86_64")]
     if let (Kernel::Amx, Some(p)) = (kernel, &acts.panel) {
         if n <= amx::TILE {
-            // The kernel reads 16 rows whatever `n`: rows past it hold whatever was there.
+            // The kernel reads 16 rows (quants and offsets) whatever `n`: rows past it hold
+            // whatever was there, and their results are dropped.
             match &acts.acts {
                 ActsOf::K(_) => {
                     scratch.krows.fill(dtype, data, row_bytes, n, k);
-                    let len = amx::TILE * k;
-                    if scratch.krows.q.len() < len {
-                        scratch.krows.q.resize(len, 0);
-                    }
+                    let r = &mut scratch.krows;
+                    r.q.resize(r.q.len().max(amx::TILE * k), 0);
+                    r.o.resize(r.o.len().max(amx::TILE * k / 16), 0.0);
                     amx::run_k(dtype, &scratch.krows, p, &mut scratch.amx, out);
                 }
                 ActsOf::Blocks(_) => {
                     scratch.rows.fill(dtype, data, row_bytes, n, k);
-                    let len = amx::TILE * scratch.rows.kp;
-                    if scratch.rows.q.len() < len {
-                        scratch.rows.q.resize(len, 0);
-                    }
+                    let r = &mut scratch.rows;
+                    r.q.resize(r.q.len().max(amx::TILE * r.kp), 0);
+                    r.o.resize(r.o.len().max(amx::TILE * r.kp / 16), 0.0);
                     amx::run_blocks(dtype, &scratch.rows, p, &mut scratch.amx, out);
                 }
             }
