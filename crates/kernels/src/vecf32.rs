@@ -286,7 +286,8 @@ mod x86 {
         "avx512f"
     );
 
-    /// [`dots_avx512_loop`], for rows of 32, 64, 96 or 128 (attention heads) with the query
+    /// [`dots_avx512_loop`], for rows of 32, 64, 96, 128 or 192 (attention heads; 192 is
+    /// DeepSeek's expanded MLA key, 128 + 64 rope) with the query
     /// held in registers: per key the same FMAs in the same order as [`dot_avx512`] (chunk
     /// `j` of 16 into accumulator `j % 2`), so the same bits, without reloading the query.
     ///
@@ -299,6 +300,7 @@ mod x86 {
             64 => dots_regs::<4>(q, rows, stride, out),
             96 => dots_regs::<6>(q, rows, stride, out),
             128 => dots_regs::<8>(q, rows, stride, out),
+            192 => dots_regs::<12>(q, rows, stride, out),
             _ => dots_avx512_loop(q, rows, stride, out),
         }
     }
@@ -529,10 +531,10 @@ mod tests {
         if !crate::qdot::x86::has_avx512() {
             return;
         }
-        let rows: Vec<f32> = (0..40 * 140)
+        let rows: Vec<f32> = (0..40 * 200)
             .map(|i| ((i * 7919 % 1013) as f32 - 506.0) / 97.0)
             .collect();
-        for n in [32, 48, 64, 96, 128] {
+        for n in [32, 48, 64, 96, 128, 192] {
             let q: Vec<f32> = (0..n)
                 .map(|i| ((i * 31 % 67) as f32 - 33.0) / 11.0)
                 .collect();
