@@ -189,11 +189,16 @@ pub fn attention_many(
         1
     };
     let tasks_per_row = n_heads / per_task;
-    let mut outs: Vec<&mut [f32]> = out.chunks_mut(per_task * v_dim).collect();
+    // Head-major order: the pool hands each thread a contiguous share of the tasks, so a
+    // thread then takes every token of a few heads in turn, and those heads' keys and values
+    // stay in its L2 (in token order, one prompt's heads would stream from L3 for each token).
+    let mut outs: Vec<(usize, &mut [f32])> = out.chunks_mut(per_task * v_dim).enumerate().collect();
+    outs.sort_by_key(|(i, _)| (i % tasks_per_row, i / tasks_per_row));
     pool::for_each_mut_init(
         &mut outs,
         || vec![0f32; per_task * max_pos],
-        |scores, i, o| {
+        |scores, _, (i, o)| {
+            let i = *i;
             let ((si, ti), h0) = (rows[i / tasks_per_row], i % tasks_per_row * per_task);
             let AttnSeq { q, keys, values } = seqs[si];
             let t = q.len() / (n_heads * qk_dim);
