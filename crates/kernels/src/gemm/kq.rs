@@ -67,6 +67,9 @@ impl KActs {
     }
 }
 
+/// Bytes ahead of the block being converted that [`KRows::fill`] prefetches.
+const PREFETCH: usize = 1024;
+
 /// Converted K-quant rows (a thread's scratch, reused across tasks).
 #[derive(Default)]
 pub struct KRows {
@@ -88,15 +91,36 @@ impl KRows {
         self.d.resize(n * k / 256, 0.0);
         self.o.resize(n * k / 16, 0.0);
         let bytes = dtype.block_bytes();
-        for (i, b) in data[..n * row_bytes].chunks_exact(bytes).enumerate() {
+        #[cfg(target_arch = "x86_64")]
+        let avx2 = crate::qdot::x86::has_avx2();
+        #[cfg(not(target_arch = "x86_64"))]
+        let avx2 = false;
+        let data = &data[..n * row_bytes];
+        for (i, b) in data.chunks_exact(bytes).enumerate() {
+            // The rows stream from memory (a prompt reads each expert once): ask for the
+            // bytes a few blocks ahead.
+            #[cfg(target_arch = "x86_64")]
+            if let Some(ahead) = data.get(i * bytes + PREFETCH..) {
+                // SAFETY: prefetching a valid address has no effect on memory.
+                unsafe {
+                    use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+                    _mm_prefetch::<_MM_HINT_T0>(ahead.as_ptr() as *const i8);
+                    _mm_prefetch::<_MM_HINT_T0>(
+                        ahead.as_ptr().add(64.min(ahead.len() - 1)) as *const i8
+                    );
+                    _mm_prefetch::<_MM_HINT_T0>(
+                        ahead.as_ptr().add(128.min(ahead.len() - 1)) as *const i8
+                    );
+                }
+            }
             let q = &mut self.q[i * 256..][..256];
             let sc = &mut self.sc[i * 16..][..16];
             let o = &mut self.o[i * 16..][..16];
             self.d[i] = match dtype {
                 DType::Q2K => q2k(b, q, sc, o),
                 DType::Q3K => q3k(b, q, sc, o),
-                DType::Q4K => k4(b, &b[16..144], None, q, sc, o),
-                DType::Q5K => k4(b, &b[48..176], Some(&b[16..48]), q, sc, o),
+                DType::Q4K => k4(b, &b[16..144], None, avx2, q, sc, o),
+                DType::Q5K => k4(b, &b[48..176], Some(&b[16..48]), avx2, q, sc, o),
                 DType::Q6K => q6k(b, q, sc, o),
                 _ => 0.0,
             };
@@ -149,14 +173,30 @@ fn q3k(b: &[u8], q: &mut [u8], sc: &mut [i16], o: &mut [f32]) -> f32 {
 }
 
 /// Q4_K / Q5_K: chunk `c` of 32 bytes holds sub-blocks `2c` (low nibbles) and `2c + 1`.
-fn k4(b: &[u8], qs: &[u8], qh: Option<&[u8]>, q: &mut [u8], sc: &mut [i16], o: &mut [f32]) -> f32 {
+/// `avx2`: the CPU has it (the nibbles split 32 bytes at a time).
+fn k4(
+    b: &[u8],
+    qs: &[u8],
+    qh: Option<&[u8]>,
+    avx2: bool,
+    q: &mut [u8],
+    sc: &mut [i16],
+    o: &mut [f32],
+) -> f32 {
     let (d, dmin) = (read_f16(b), read_f16(&b[2..]));
     let scales = &b[4..16];
+    #[cfg(target_arch = "x86_64")]
+    if avx2 {
+        // SAFETY: AVX2 present; `qs` holds 128 bytes and `q` 256.
+        unsafe { nibbles_avx2(&qs[..128], &mut q[..256]) };
+    }
     for (c, (y, x)) in q.chunks_exact_mut(64).zip(qs.chunks_exact(32)).enumerate() {
         let (lo, hi) = y.split_at_mut(32);
-        for ((&v, l), h) in x.iter().zip(lo.iter_mut()).zip(hi.iter_mut()) {
-            *l = v & 0x0f;
-            *h = v >> 4;
+        if !avx2 || cfg!(not(target_arch = "x86_64")) {
+            for ((&v, l), h) in x.iter().zip(lo.iter_mut()).zip(hi.iter_mut()) {
+                *l = v & 0x0f;
+                *h = v >> 4;
+            }
         }
         if let Some(qh) = qh {
             for (i, &bits) in qh.iter().enumerate() {
@@ -171,6 +211,21 @@ fn k4(b: &[u8], qs: &[u8], qh: Option<&[u8]>, q: &mut [u8], sc: &mut [i16], o: &
         }
     }
     d
+}
+
+/// Q4_K's 128 bytes of nibbles into 256 bytes: per 32 bytes, the low nibbles then the high.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn nibbles_avx2(qs: &[u8], q: &mut [u8]) {
+    use std::arch::x86_64::*;
+    let m = _mm256_set1_epi8(0x0f);
+    for c in 0..4 {
+        let x = _mm256_loadu_si256(qs.as_ptr().add(32 * c) as *const __m256i);
+        let dst = q.as_mut_ptr().add(64 * c);
+        _mm256_storeu_si256(dst as *mut __m256i, _mm256_and_si256(x, m));
+        let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(x), m);
+        _mm256_storeu_si256(dst.add(32) as *mut __m256i, hi);
+    }
 }
 
 fn q6k(b: &[u8], q: &mut [u8], sc: &mut [i16], o: &mut [f32]) -> f32 {

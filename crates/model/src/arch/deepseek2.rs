@@ -24,7 +24,7 @@ use crate::names;
 use crate::spec::{MlaParams, ModelSpec, RopeScaling};
 use mixture_kernels::ops::softmax;
 use mixture_kernels::pool;
-use mixture_kernels::vecf32::{axpy, axpy_strided, dot_strided};
+use mixture_kernels::vecf32::{axpy_strided, dot_strided};
 
 /// Fewest new tokens for which attention may take the expanded form: below it both forms are
 /// cheap, and the absorbed one is what llama.cpp computes (so short sequences match it to
@@ -338,9 +338,8 @@ impl Deepseek2 {
             let kb = l.w.to_f32()?; // [lora, nope]
             let mut k = vec![0f32; n_pos * nope];
             for (kp, c) in k.chunks_exact_mut(nope).zip(latents.chunks_exact(lora)) {
-                for (&cl, row) in c.iter().zip(kb.chunks_exact(nope)) {
-                    axpy(kp, cl, row);
-                }
+                // Σ_l c[l] kb[l], l in order: one `axpy` per l, the key held in registers.
+                axpy_strided(kp, c, &kb, nope);
             }
             Ok(k)
         })
