@@ -266,20 +266,36 @@ impl Rows {
         let kp = padded(k);
         self.n = n;
         self.kp = kp;
-        for (v, len) in [(&mut self.s, n * kp / 16), (&mut self.o, n * kp / 16)] {
-            v.clear();
+        // Every element up to `k` is written below; only the padding must be zeroed.
+        let subs = kp / 16;
+        for (v, len) in [(&mut self.s, n * subs), (&mut self.o, n * subs)] {
             v.resize(len, 0.0);
         }
-        self.q.clear();
         self.q.resize(n * kp, 0);
         for r in 0..n {
+            let src = &data[r * row_bytes..(r + 1) * row_bytes];
+            // The rows stream from memory (a prompt reads each expert once): ask for the
+            // next row while this one converts.
+            #[cfg(target_arch = "x86_64")]
+            if let Some(next) = data.get((r + 1) * row_bytes..(r + 2) * row_bytes) {
+                for at in (0..next.len()).step_by(64) {
+                    // SAFETY: prefetching a valid address has no effect on memory.
+                    unsafe {
+                        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+                        _mm_prefetch::<_MM_HINT_T0>(next.as_ptr().add(at) as *const i8);
+                    }
+                }
+            }
             convert::convert_row(
                 dtype,
-                &data[r * row_bytes..(r + 1) * row_bytes],
+                src,
                 &mut self.q[r * kp..][..k],
-                &mut self.s[r * kp / 16..][..k / 16],
-                &mut self.o[r * kp / 16..][..k / 16],
+                &mut self.s[r * subs..][..k / 16],
+                &mut self.o[r * subs..][..k / 16],
             );
+            self.q[r * kp + k..(r + 1) * kp].fill(0);
+            self.s[r * subs + k / 16..(r + 1) * subs].fill(0.0);
+            self.o[r * subs + k / 16..(r + 1) * subs].fill(0.0);
         }
     }
 }
