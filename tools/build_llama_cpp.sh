@@ -10,6 +10,8 @@
 # and make rebuilds nothing that is up to date.
 #
 # MIXTURE_CACHE defaults to ~/.cache/mixture; MIXTURE_JOBS (default 2) sets the parallelism.
+# LLAMA_AMX=1 builds with ggml's AMX kernels instead, into $MIXTURE_CACHE/llama.cpp-build-amx (see
+# below; for comparisons on Intel Xeons with AMX, where mixture's prefill uses it).
 # Needs a C/C++ compiler and make; CMake is installed with pip if `cmake` is not on PATH.
 # Time: the library alone is several minutes on 2 cores; llama-bench + llama-quantize + llama-cli
 # about 15 minutes.
@@ -17,6 +19,9 @@ set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 CACHE="${MIXTURE_CACHE:-$HOME/.cache/mixture}"
 BUILD="$CACHE/llama.cpp-build"
+if [ "${LLAMA_AMX:-0}" = 1 ]; then
+  BUILD="$CACHE/llama.cpp-build-amx"
+fi
 JOBS="${MIXTURE_JOBS:-2}"
 if [ "$#" -eq 0 ]; then
   set -- llama
@@ -34,11 +39,16 @@ else
   CMAKE="$(python3 -c 'import cmake, os; print(os.path.join(cmake.CMAKE_BIN_DIR, "cmake"))')"
 fi
 
-# AMX is off: on the Sapphire Rapids VMs we get, the CPU advertises AMX and -march=native enables
-# ggml's AMX kernels, but they die with SIGILL (`tilezero` in tinygemm_kernel_amx) when a Q4_1 model
-# runs; our engine has no AMX path either, so the build we compare against should not use it.
+# AMX is off by default: on a Sapphire Rapids VM of an earlier session, -march=native enabled ggml's
+# AMX kernels and they died with SIGILL (`tilezero` in tinygemm_kernel_amx) when a Q4_1 model ran.
+# ggml asks Linux for the tile state (arch_prctl) as mixture does, so on VMs that grant it the AMX
+# build may well run: LLAMA_AMX=1 builds it (ggml's AMX takes plain matmuls of Q4_0, Q4_1, Q8_0,
+# Q4_K, Q5_K, Q6_K, IQ4_XS; not MoE experts, which go through MUL_MAT_ID).
 # Explicit -mno-* flags win over -march=native in GCC and Clang; they are harmless on CPUs without AMX.
 NO_AMX="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+if [ "${LLAMA_AMX:-0}" = 1 ]; then
+  NO_AMX=""
+fi
 # Configure every time (a few seconds; nothing is rebuilt unless a setting changed).
 echo "configuring llama.cpp in $BUILD..." >&2
 "$CMAKE" -S "$SRC" -B "$BUILD" \
