@@ -41,9 +41,12 @@ fi
 
 # AMX is off by default: on a Sapphire Rapids VM of an earlier session, -march=native enabled ggml's
 # AMX kernels and they died with SIGILL (`tilezero` in tinygemm_kernel_amx) when a Q4_1 model ran.
-# ggml asks Linux for the tile state (arch_prctl) as mixture does, so on VMs that grant it the AMX
-# build may well run: LLAMA_AMX=1 builds it (ggml's AMX takes plain matmuls of Q4_0, Q4_1, Q8_0,
-# Q4_K, Q5_K, Q6_K, IQ4_XS; not MoE experts, which go through MUL_MAT_ID).
+# LLAMA_AMX=1 builds it anyway (ggml's AMX takes plain matmuls of Q4_0, Q4_1, Q8_0, Q4_K, Q5_K, Q6_K,
+# IQ4_XS; not MoE experts, which go through MUL_MAT_ID). On the Xeon VM of 2026-12-07, where Linux
+# grants the tile state and mixture's own AMX kernel runs, that build still died: SIGILL on the
+# first `tileloadd` of tinygemm_kernel_amx<block_q8_1, block_q4_1> (gdb, llama-bench on SmolLM2
+# Q4_1), i.e. no tile configuration loaded on that thread; ggml loads it once per thread and
+# never again, so any loss of it is fatal there.
 # Explicit -mno-* flags win over -march=native in GCC and Clang; they are harmless on CPUs without AMX.
 NO_AMX="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
 if [ "${LLAMA_AMX:-0}" = 1 ]; then
