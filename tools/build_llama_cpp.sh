@@ -45,8 +45,7 @@ fi
 # IQ4_XS; not MoE experts, which go through MUL_MAT_ID). On the Xeon VM of 2026-12-07, where Linux
 # grants the tile state and mixture's own AMX kernel runs, that build still died: SIGILL on the
 # first `tileloadd` of tinygemm_kernel_amx<block_q8_1, block_q4_1> (gdb, llama-bench on SmolLM2
-# Q4_1), i.e. no tile configuration loaded on that thread; ggml loads it once per thread and
-# never again, so any loss of it is fatal there.
+# Q4_1); tileloadd faults so when no tile configuration is loaded. Not dug into further.
 # Explicit -mno-* flags win over -march=native in GCC and Clang; they are harmless on CPUs without AMX.
 NO_AMX="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
 if [ "${LLAMA_AMX:-0}" = 1 ]; then
