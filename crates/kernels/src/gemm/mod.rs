@@ -15,6 +15,11 @@
 //! activations are stored shifted to `a + 128` and each row's `128 * Σq` is taken off in int32
 //! before any rounding.
 //!
+//! Where the CPU has AMX (Intel Xeon, 4th generation on), [`amx`] multiplies the same converted
+//! rows on the tile unit instead, 16 rows x 16 tokens per instruction, with the activations
+//! rearranged once per matmul ([`Kernel::Amx`]; its arithmetic per token is its own, batch
+//! independent like the others').
+//!
 //! [`x86`] holds the AVX-512 VNNI micro-kernels, and an AVX2 one for the K-quants
 //! (`vpmaddubsw` then `vpmaddwd` against the sub-block scales; the 32-element formats keep
 //! their multi-row dots on AVX2, where a tile would pay the same per-block conversion and
