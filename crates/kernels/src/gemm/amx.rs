@@ -299,9 +299,9 @@ impl TileConfig {
     }
 }
 
-/// Issue chunk `j`'s product into sums buffer `j % 2`.
+/// Chunk `j`'s product into sums tile `j % 2` (tmm0 or tmm1), not yet stored.
 #[inline(always)]
-unsafe fn issue(w: &Weights<'_>, b: *const i8, j: usize, sums: *mut i32) {
+unsafe fn product(w: &Weights<'_>, b: *const i8, j: usize) {
     let a = w.q.add(j * w.chunk);
     let bj = b.add(j * w.chunk * TILE);
     let (ka, kb) = (w.kp, 64usize);
@@ -312,12 +312,10 @@ unsafe fn issue(w: &Weights<'_>, b: *const i8, j: usize, sums: *mut i32) {
                 concat!("tileloadd tmm", $a, ", [{a} + {ka}*1]"),
                 concat!("tileloadd tmm", $b, ", [{b} + {kb}*1]"),
                 concat!($op, " tmm", $c, ", tmm", $a, ", tmm", $b),
-                concat!("tilestored [{s} + {kb}*1], tmm", $c),
                 a = in(reg) a,
                 ka = in(reg) ka,
                 b = in(reg) bj,
                 kb = in(reg) kb,
-                s = in(reg) sums,
                 options(nostack),
             )
         };
@@ -328,6 +326,36 @@ unsafe fn issue(w: &Weights<'_>, b: *const i8, j: usize, sums: *mut i32) {
         (0, true) => chunk!("0", "2", "3", "tdpbusd"),
         (_, true) => chunk!("1", "4", "5", "tdpbusd"),
     }
+}
+
+/// Store chunk `j`'s sums tile into `sums` (16 x 16 int32).
+#[inline(always)]
+unsafe fn store(j: usize, sums: *mut i32) {
+    if j % 2 == 0 {
+        asm!("tilestored [{s} + {kb}*1], tmm0", s = in(reg) sums, kb = in(reg) 64usize, options(nostack));
+    } else {
+        asm!("tilestored [{s} + {kb}*1], tmm1", s = in(reg) sums, kb = in(reg) 64usize, options(nostack));
+    }
+}
+
+/// Chunk `j`'s sums in memory for the conversion: the product of chunk `j + 1` is started
+/// first, so the tile unit works on it while chunk `j` is stored and converted (a load after
+/// a tile store waits for the store, so storing right after each product would leave the
+/// tile unit idle during every conversion).
+#[inline(always)]
+unsafe fn next_sums(
+    w: &Weights<'_>,
+    b: *const i8,
+    j: usize,
+    chunks: usize,
+    sums: &mut Sums,
+) -> *const i32 {
+    if j + 1 < chunks {
+        product(w, b, j + 1);
+    }
+    let s = sums.0[j % 2].as_mut_ptr();
+    store(j, s);
+    s
 }
 
 /// Every token tile of `p` against the 16 rows of `w`.
@@ -344,17 +372,14 @@ unsafe fn run(w: &Weights<'_>, p: &Panel, out: Out) {
         let b = p.q.as_ptr().add(tile * w.kp * TILE);
         let d = p.d.as_ptr().add(tile * nd * TILE);
         let mut acc = [_mm512_setzero_ps(); TILE];
-        issue(w, b, 0, sums.0[0].as_mut_ptr());
+        product(w, b, 0);
         if p.d_block == 256 {
             // Q8_K activations: one `da` per 256, so each super-block's chunks add up under
             // the weights' scales alone, then take `da` once (the totals wait in `res`).
             res.fill(0.0);
             let per = 256 / w.chunk;
             for j in 0..chunks {
-                if j + 1 < chunks {
-                    issue(w, b, j + 1, sums.0[(j + 1) % 2].as_mut_ptr());
-                }
-                let s = sums.0[j % 2].as_ptr();
+                let s = next_sums(w, b, j, chunks, &mut sums);
                 let sw = w.s.as_ptr().add(j * TILE);
                 for (r, acc) in acc.iter_mut().enumerate() {
                     let v = _mm512_cvtepi32_ps(_mm512_loadu_si512(s.add(r * TILE) as *const _));
@@ -374,10 +399,7 @@ unsafe fn run(w: &Weights<'_>, p: &Panel, out: Out) {
             }
         } else {
             for j in 0..chunks {
-                if j + 1 < chunks {
-                    issue(w, b, j + 1, sums.0[(j + 1) % 2].as_mut_ptr());
-                }
-                let s = sums.0[j % 2].as_ptr();
+                let s = next_sums(w, b, j, chunks, &mut sums);
                 let da = _mm512_loadu_ps(d.add(j * w.chunk / p.d_block * TILE));
                 let sw = w.s.as_ptr().add(j * TILE);
                 for (r, acc) in acc.iter_mut().enumerate() {
