@@ -331,7 +331,7 @@ unsafe fn product(w: &Weights<'_>, b: *const i8, j: usize) {
 /// Store chunk `j`'s sums tile into `sums` (16 x 16 int32).
 #[inline(always)]
 unsafe fn store(j: usize, sums: *mut i32) {
-    if j % 2 == 0 {
+    if j.is_multiple_of(2) {
         asm!("tilestored [{s} + {kb}*1], tmm0", s = in(reg) sums, kb = in(reg) 64usize, options(nostack));
     } else {
         asm!("tilestored [{s} + {kb}*1], tmm1", s = in(reg) sums, kb = in(reg) 64usize, options(nostack));
