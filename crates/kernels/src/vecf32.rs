@@ -88,6 +88,65 @@ pub fn axpy_strided(y: &mut [f32], w: &[f32], rows: &[f32], stride: usize) {
     unsafe { (table().axpys)(y, w, rows, stride) }
 }
 
+/// [`dot_strided`] for two queries against the same keys, reading each key once:
+/// `out0[p] = q0 · row p`, `out1[p] = q1 · row p`, each the bits [`dot_strided`] gives it.
+pub fn dot_strided2(
+    q0: &[f32],
+    q1: &[f32],
+    rows: &[f32],
+    stride: usize,
+    out0: &mut [f32],
+    out1: &mut [f32],
+) {
+    assert!(
+        q0.len() == q1.len() && out0.len() == out1.len(),
+        "dot_strided2: shapes"
+    );
+    #[cfg(target_arch = "x86_64")]
+    if crate::qdot::x86::has_avx512() && q0.len() == 192 {
+        if let Some(last) = out0.len().checked_sub(1) {
+            assert!(
+                last * stride + 192 <= rows.len(),
+                "dot_strided2: rows too short"
+            );
+        }
+        // SAFETY: AVX-512 present; bounds checked above.
+        return unsafe { x86::dots2_regs::<12>(q0, q1, rows, stride, out0, out1) };
+    }
+    dot_strided(q0, rows, stride, out0);
+    dot_strided(q1, rows, stride, out1);
+}
+
+/// [`axpy_strided`] for two outputs over the same rows, reading each row once:
+/// `y0 += Σ_p w0[p] · row p`, `y1 += Σ_p w1[p] · row p`, each the bits [`axpy_strided`]
+/// gives it.
+pub fn axpy_strided2(
+    y0: &mut [f32],
+    y1: &mut [f32],
+    w0: &[f32],
+    w1: &[f32],
+    rows: &[f32],
+    stride: usize,
+) {
+    assert!(
+        y0.len() == y1.len() && w0.len() == w1.len(),
+        "axpy_strided2: shapes"
+    );
+    #[cfg(target_arch = "x86_64")]
+    if crate::qdot::x86::has_avx512() && y0.len() == 128 {
+        if let Some(last) = w0.len().checked_sub(1) {
+            assert!(
+                last * stride + 128 <= rows.len(),
+                "axpy_strided2: rows too short"
+            );
+        }
+        // SAFETY: AVX-512 present; bounds checked above.
+        return unsafe { x86::axpys2_regs::<8>(y0, y1, w0, w1, rows, stride) };
+    }
+    axpy_strided(y0, w0, rows, stride);
+    axpy_strided(y1, w1, rows, stride);
+}
+
 /// Scalar twin of [`dot_strided`].
 pub fn dots_scalar(q: &[f32], rows: &[f32], stride: usize, out: &mut [f32]) {
     for (p, o) in out.iter_mut().enumerate() {
@@ -340,6 +399,63 @@ mod x86 {
         }
     }
 
+    /// [`dots_regs`] for two queries: per key and query the same FMAs in the same order.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn dots2_regs<const R: usize>(
+        q0: &[f32],
+        q1: &[f32],
+        rows: &[f32],
+        stride: usize,
+        out0: &mut [f32],
+        out1: &mut [f32],
+    ) {
+        debug_assert!(q0.len() == 16 * R && q1.len() == 16 * R);
+        let qa: [__m512; R] = std::array::from_fn(|j| _mm512_loadu_ps(q0.as_ptr().add(16 * j)));
+        let qb: [__m512; R] = std::array::from_fn(|j| _mm512_loadu_ps(q1.as_ptr().add(16 * j)));
+        let base = rows.as_ptr();
+        for (p, (o0, o1)) in out0.iter_mut().zip(out1.iter_mut()).enumerate() {
+            let k = base.add(p * stride);
+            let mut a = [_mm512_setzero_ps(); 2];
+            let mut b = [_mm512_setzero_ps(); 2];
+            for j in 0..R {
+                let kv = _mm512_loadu_ps(k.add(16 * j));
+                a[j % 2] = _mm512_fmadd_ps(qa[j], kv, a[j % 2]);
+                b[j % 2] = _mm512_fmadd_ps(qb[j], kv, b[j % 2]);
+            }
+            *o0 = _mm512_reduce_add_ps(_mm512_add_ps(a[0], a[1]));
+            *o1 = _mm512_reduce_add_ps(_mm512_add_ps(b[0], b[1]));
+        }
+    }
+
+    /// [`axpys_regs`] for two outputs: per element and output the same FMAs in the same order.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn axpys2_regs<const R: usize>(
+        y0: &mut [f32],
+        y1: &mut [f32],
+        w0: &[f32],
+        w1: &[f32],
+        rows: &[f32],
+        stride: usize,
+    ) {
+        debug_assert!(y0.len() == 16 * R && y1.len() == 16 * R);
+        let mut ya: [__m512; R] = std::array::from_fn(|j| _mm512_loadu_ps(y0.as_ptr().add(16 * j)));
+        let mut yb: [__m512; R] = std::array::from_fn(|j| _mm512_loadu_ps(y1.as_ptr().add(16 * j)));
+        let base = rows.as_ptr();
+        for (p, (&a, &b)) in w0.iter().zip(w1).enumerate() {
+            let (va, vb) = (_mm512_set1_ps(a), _mm512_set1_ps(b));
+            let x = base.add(p * stride);
+            for j in 0..R {
+                let xv = _mm512_loadu_ps(x.add(16 * j));
+                ya[j] = _mm512_fmadd_ps(va, xv, ya[j]);
+                yb[j] = _mm512_fmadd_ps(vb, xv, yb[j]);
+            }
+        }
+        for j in 0..R {
+            _mm512_storeu_ps(y0.as_mut_ptr().add(16 * j), ya[j]);
+            _mm512_storeu_ps(y1.as_mut_ptr().add(16 * j), yb[j]);
+        }
+    }
+
     #[inline]
     #[target_feature(enable = "avx512f")]
     unsafe fn axpys_regs<const R: usize>(y: &mut [f32], w: &[f32], rows: &[f32], stride: usize) {
@@ -519,6 +635,48 @@ mod tests {
             for (p, q) in y.iter().zip(&y2) {
                 assert!((p - q).abs() <= 1e-5 * q.abs().max(1.0), "axpy n={n}");
             }
+        }
+    }
+
+    /// The paired kernels give each query / output exactly the bits of the single ones.
+    #[test]
+    fn paired_strided_kernels_equal_two_single_calls() {
+        let rows: Vec<f32> = (0..41 * 200)
+            .map(|i| ((i * 7919 % 1013) as f32 - 506.0) / 97.0)
+            .collect();
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        for n in [64, 128, 192] {
+            let stride = n + 3;
+            let q0: Vec<f32> = (0..n)
+                .map(|i| ((i * 31 % 67) as f32 - 33.0) / 11.0)
+                .collect();
+            let q1: Vec<f32> = (0..n)
+                .map(|i| ((i * 17 % 71) as f32 - 35.0) / 13.0)
+                .collect();
+            let (mut a0, mut a1) = (vec![0f32; 40], vec![0f32; 40]);
+            dot_strided2(&q0, &q1, &rows, stride, &mut a0, &mut a1);
+            let (mut b0, mut b1) = (vec![0f32; 40], vec![0f32; 40]);
+            dot_strided(&q0, &rows, stride, &mut b0);
+            dot_strided(&q1, &rows, stride, &mut b1);
+            assert_eq!((bits(&a0), bits(&a1)), (bits(&b0), bits(&b1)), "dots n={n}");
+            assert_ne!(bits(&a0), bits(&a1), "n={n}: the two queries differ");
+            let w0: Vec<f32> = (0..40)
+                .map(|i| ((i * 13 % 29) as f32 - 14.0) / 5.0)
+                .collect();
+            let w1: Vec<f32> = (0..40)
+                .map(|i| ((i * 7 % 23) as f32 - 11.0) / 3.0)
+                .collect();
+            let (mut y0, mut y1) = (q0.clone(), q1.clone());
+            axpy_strided2(&mut y0, &mut y1, &w0, &w1, &rows, stride);
+            let (mut z0, mut z1) = (q0.clone(), q1.clone());
+            axpy_strided(&mut z0, &w0, &rows, stride);
+            axpy_strided(&mut z1, &w1, &rows, stride);
+            assert_eq!(
+                (bits(&y0), bits(&y1)),
+                (bits(&z0), bits(&z1)),
+                "axpys n={n}"
+            );
+            assert_ne!(y0, q0, "n={n}: nothing added");
         }
     }
 

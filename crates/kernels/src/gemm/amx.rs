@@ -243,10 +243,14 @@ pub unsafe fn run_k(dtype: DType, w: &KRows, p: &Panel, scratch: &mut Scratch, o
     let chunks = k / ch;
     scratch.s.clear();
     scratch.s.resize(chunks * TILE, 0.0);
+    let (per_sb, step) = (256 / ch, ch / 16);
     for r in 0..w.n {
+        let (d, sc) = (
+            &w.d[r * (k / 256)..][..k / 256],
+            &w.sc[r * (k / 16)..][..k / 16],
+        );
         for j in 0..chunks {
-            let at = j * ch;
-            scratch.s[j * TILE + r] = w.d[r * k / 256 + at / 256] * w.sc[(r * k + at) / 16] as f32;
+            scratch.s[j * TILE + r] = d[j / per_sb] * sc[j * step] as f32;
         }
     }
     let wt = Weights {

@@ -8,7 +8,7 @@ use crate::tensor::{Tensor, WeightStore};
 use mixture_kernels::matmul::{matmul_many, MatJob};
 use mixture_kernels::ops::{self, sigmoid, softmax};
 use mixture_kernels::pool;
-use mixture_kernels::vecf32::{axpy, axpy_strided, dot_strided};
+use mixture_kernels::vecf32::{axpy, axpy_strided, axpy_strided2, dot_strided, dot_strided2};
 
 /// A linear layer `y = x W^T (+ b)` over a stored weight `[out, in]`.
 #[derive(Debug, Clone)]
@@ -189,46 +189,122 @@ pub fn attention_many(
         1
     };
     let tasks_per_row = n_heads / per_task;
+    // A prompt's consecutive tokens go in pairs: each key and value row is then read once for
+    // both (the paired kernels give each token the bits of the single ones, and the second
+    // token's extra key is done alone), which halves the reads attention's time goes to.
+    let mut units = Vec::new(); // (first row, rows: 1 or 2)
+    let mut r = 0;
+    while r < rows.len() {
+        let pair = r + 1 < rows.len() && rows[r + 1].0 == rows[r].0;
+        units.push((r, if pair { 2 } else { 1 }));
+        r += if pair { 2 } else { 1 };
+    }
     // Head-major order: the pool hands each thread a contiguous share of the tasks, so a
     // thread then takes every token of a few heads in turn, and those heads' keys and values
     // stay in its L2 (in token order, one prompt's heads would stream from L3 for each token).
-    let mut outs: Vec<(usize, &mut [f32])> = out.chunks_mut(per_task * v_dim).enumerate().collect();
-    outs.sort_by_key(|(i, _)| (i % tasks_per_row, i / tasks_per_row));
+    let mut chunks: Vec<Option<&mut [f32]>> = out.chunks_mut(per_task * v_dim).map(Some).collect();
+    let mut tasks: Vec<AttnTask<'_>> = Vec::with_capacity(units.len() * tasks_per_row);
+    for hg in 0..tasks_per_row {
+        for &(r0, n) in &units {
+            let mut take = |r: usize| {
+                chunks[r * tasks_per_row + hg]
+                    .take()
+                    .expect("each output once")
+            };
+            let first = take(r0);
+            let second = (n == 2).then(|| take(r0 + 1));
+            tasks.push(AttnTask {
+                h0: hg * per_task,
+                row: r0,
+                first,
+                second,
+            });
+        }
+    }
     pool::for_each_mut_init(
-        &mut outs,
-        || vec![0f32; per_task * max_pos],
-        |scores, _, (i, o)| {
-            let i = *i;
-            let ((si, ti), h0) = (rows[i / tasks_per_row], i % tasks_per_row * per_task);
+        &mut tasks,
+        || vec![0f32; 2 * per_task * max_pos],
+        |scratch, _, task| {
+            let (h0, (si, ti)) = (task.h0, rows[task.row]);
             let AttnSeq { q, keys, values } = seqs[si];
             let t = q.len() / (n_heads * qk_dim);
             let n_pos = keys.len() / (n_kv * qk_dim);
             let visible = n_pos - t + ti + 1;
             let kvh = h0 / group;
             let (ks, vs) = (n_kv * qk_dim, n_kv * v_dim);
-            let scores = &mut scores[..per_task * visible];
+            let keys = &keys[kvh * qk_dim..];
+            let values = &values[kvh * v_dim..];
+            let query = |ti: usize, j: usize| &q[(ti * n_heads + h0 + j) * qk_dim..][..qk_dim];
+            let (sa, sb) = scratch.split_at_mut(per_task * max_pos);
+            let sa = &mut sa[..per_task * visible];
+            let paired = task.second.is_some();
+            // The second token (if any) sees one key more.
+            let sb = &mut sb[..if paired { per_task * (visible + 1) } else { 0 }];
             for p0 in (0..visible).step_by(POS_BLOCK) {
                 let n = POS_BLOCK.min(visible - p0);
-                for (j, s) in scores.chunks_exact_mut(visible).enumerate() {
-                    let qh = &q[(ti * n_heads + h0 + j) * qk_dim..][..qk_dim];
-                    dot_strided(qh, &keys[p0 * ks + kvh * qk_dim..], ks, &mut s[p0..p0 + n]);
+                for j in 0..per_task {
+                    let a = &mut sa[j * visible..][p0..p0 + n];
+                    if paired {
+                        let b = &mut sb[j * (visible + 1)..][p0..p0 + n];
+                        dot_strided2(query(ti, j), query(ti + 1, j), &keys[p0 * ks..], ks, a, b);
+                    } else {
+                        dot_strided(query(ti, j), &keys[p0 * ks..], ks, a);
+                    }
                 }
             }
-            for s in scores.chunks_exact_mut(visible) {
-                for v in s.iter_mut() {
-                    *v *= scale;
+            if paired {
+                for j in 0..per_task {
+                    let b = &mut sb[j * (visible + 1)..][visible..visible + 1];
+                    dot_strided(query(ti + 1, j), &keys[visible * ks..], ks, b);
                 }
-                softmax(s);
+            }
+            let probs = |s: &mut [f32], len: usize| {
+                for s in s.chunks_exact_mut(len) {
+                    for v in s.iter_mut() {
+                        *v *= scale;
+                    }
+                    softmax(s);
+                }
+            };
+            probs(sa, visible);
+            if paired {
+                probs(sb, visible + 1);
             }
             for p0 in (0..visible).step_by(POS_BLOCK) {
                 let n = POS_BLOCK.min(visible - p0);
-                for (s, o) in scores.chunks_exact(visible).zip(o.chunks_exact_mut(v_dim)) {
-                    axpy_strided(o, &s[p0..p0 + n], &values[p0 * vs + kvh * v_dim..], vs);
+                for j in 0..per_task {
+                    let oa = &mut task.first[j * v_dim..][..v_dim];
+                    let wa = &sa[j * visible..][p0..p0 + n];
+                    let vals = &values[p0 * vs..];
+                    match task.second.as_deref_mut() {
+                        Some(ob) => {
+                            let ob = &mut ob[j * v_dim..][..v_dim];
+                            let wb = &sb[j * (visible + 1)..][p0..p0 + n];
+                            axpy_strided2(oa, ob, wa, wb, vals, vs);
+                        }
+                        None => axpy_strided(oa, wa, vals, vs),
+                    }
+                }
+            }
+            if let Some(ob) = task.second.as_deref_mut() {
+                for j in 0..per_task {
+                    let ob = &mut ob[j * v_dim..][..v_dim];
+                    let wb = &sb[j * (visible + 1)..][visible..visible + 1];
+                    axpy_strided(ob, wb, &values[visible * vs..], vs);
                 }
             }
         },
     );
     out
+}
+
+/// One task of [`attention_many`]: query heads `h0..h0 + per_task` of the token in `row`
+/// (`first`: its output for those heads) and, when `second` is there, of the next token too.
+struct AttnTask<'a> {
+    h0: usize,
+    row: usize,
+    first: &'a mut [f32],
+    second: Option<&'a mut [f32]>,
 }
 
 /// SwiGLU feed-forward: `down(silu(gate(x)) * up(x))`.
