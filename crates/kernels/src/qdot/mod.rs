@@ -117,6 +117,65 @@ pub fn quantize_q8_1(x: &[f32], out: &mut [BlockQ8_1x]) {
 /// Quantize `x` (a multiple of 256 long) to Q8_K blocks, as ggml's `quantize_row_q8_K`: the
 /// largest magnitude maps to -127.
 pub fn quantize_q8k(x: &[f32], out: &mut [BlockQ8Kx]) {
+    #[cfg(target_arch = "x86_64")]
+    if x86::has_avx512() {
+        // SAFETY: the CPU has AVX-512 F/BW.
+        return unsafe { quantize_q8k_avx512(x, out) };
+    }
+    quantize_q8k_scalar(x, out)
+}
+
+/// [`quantize_q8k`] on AVX-512, the same bits: the first element of largest magnitude sets
+/// the scale, products rounded half to even by the same magic-number addition, sums of 16
+/// exact.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn quantize_q8k_avx512(x: &[f32], out: &mut [BlockQ8Kx]) {
+    use std::arch::x86_64::*;
+    let abs_mask = _mm512_set1_epi32(0x7fff_ffff);
+    for (b, o) in x.chunks_exact(256).zip(out.iter_mut()) {
+        let v: [__m512; 16] = std::array::from_fn(|i| _mm512_loadu_ps(b.as_ptr().add(16 * i)));
+        let abs =
+            |v: __m512| _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(v), abs_mask));
+        let mut m = abs(v[0]);
+        for vi in &v[1..] {
+            m = _mm512_max_ps(m, abs(*vi));
+        }
+        let amax = _mm512_reduce_max_ps(m);
+        if amax == 0.0 {
+            *o = BlockQ8Kx::default();
+            continue;
+        }
+        let target = _mm512_set1_ps(amax);
+        let mut max = 0f32;
+        for (i, vi) in v.iter().enumerate() {
+            let hit = _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(abs(*vi), target);
+            if hit != 0 {
+                max = b[16 * i + hit.trailing_zeros() as usize];
+                break;
+            }
+        }
+        let iscale = -127.0 / max;
+        let (sv, magic, top) = (
+            _mm512_set1_ps(iscale),
+            _mm512_set1_ps(12582912.0),
+            _mm512_set1_ps(127.0),
+        );
+        for (i, vi) in v.iter().enumerate() {
+            let r = _mm512_sub_ps(_mm512_add_ps(_mm512_mul_ps(sv, *vi), magic), magic);
+            let q = _mm512_cvtps_epi32(_mm512_min_ps(r, top));
+            _mm_storeu_si128(
+                o.qs.as_mut_ptr().add(16 * i) as *mut __m128i,
+                _mm512_cvtepi32_epi8(q),
+            );
+            o.bsums[i] = _mm512_reduce_add_epi32(q) as i16;
+        }
+        o.d = 1.0 / iscale;
+    }
+}
+
+/// The scalar twin of [`quantize_q8k`].
+pub fn quantize_q8k_scalar(x: &[f32], out: &mut [BlockQ8Kx]) {
     for (b, o) in x.chunks_exact(256).zip(out.iter_mut()) {
         let (mut amax, mut max) = (0f32, 0f32);
         for &v in b {
@@ -537,6 +596,34 @@ impl<'a> RowDot<'a> {
 #[cfg(test)]
 mod tests {
     use super::round_even;
+
+    /// The SIMD Q8_K quantizer gives the scalar one's bits, ties for the largest magnitude
+    /// and all-zero blocks included.
+    #[test]
+    fn q8k_quantizers_agree() {
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            ((state >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 8.0
+        };
+        let mut x: Vec<f32> = (0..256 * 40).map(|_| next()).collect();
+        x[256..512].fill(0.0); // block 1: zeros
+        x[600] = 9.0; // block 2: +9 first, then -9
+        x[700] = -9.0;
+        x[1100] = -9.5; // block 4: -9.5 first, then +9.5
+        x[1200] = 9.5;
+        for (i, v) in x[2048..2304].iter_mut().enumerate() {
+            *v = (i as f32 - 128.0) * 0.5 + 0.25; // exact halves after scaling
+        }
+        let mut a = vec![super::BlockQ8Kx::default(); 40];
+        let mut b = a.clone();
+        super::quantize_q8k(&x, &mut a);
+        super::quantize_q8k_scalar(&x, &mut b);
+        assert_eq!(a, b);
+        assert!(a[3].qs.iter().any(|&q| q != 0) && a[1].d == 0.0);
+    }
 
     #[test]
     fn round_even_matches_round_ties_even() {
