@@ -173,9 +173,12 @@ impl Panel {
 
 /// A task's weight rows, as the kernel reads them.
 pub struct Weights<'a> {
-    /// 16 rows of `kp` bytes (rows past `n` are read but their results dropped).
+    /// 16 rows of `kp` elements, one byte each, `stride` bytes apart, each chunk `step` bytes
+    /// after the one before (rows past `n` are read but their results dropped).
     pub q: *const u8,
     pub kp: usize,
+    pub stride: usize,
+    pub step: usize,
     pub n: usize,
     /// Whether `q` holds unsigned bytes (the K-quants) rather than signed.
     pub unsigned: bool,
@@ -223,11 +226,51 @@ pub unsafe fn run_blocks(dtype: DType, w: &Rows, p: &Panel, scratch: &mut Scratc
     let wt = Weights {
         q: w.q.as_ptr() as *const u8,
         kp,
+        stride: kp,
+        step: 32,
         n: w.n,
         unsigned: false,
         chunk: 32,
         s: &scratch.s,
         o: mins.then_some(&w.o[..]),
+    };
+    run(&wt, p, out);
+}
+
+/// Q8_0 rows as stored, without converting them: 16 whole rows (`row_bytes` apart, `k` a
+/// multiple of 64) whose blocks' 32 quants are each an `A` tile chunk in place, 34 bytes
+/// apart; only the 16 rows' f16 scales are gathered.
+///
+/// # Safety
+/// [`available`]; `data` holds 16 rows; `out` valid for them and every token of `p`.
+pub unsafe fn run_q8_0(
+    data: &[u8],
+    row_bytes: usize,
+    k: usize,
+    p: &Panel,
+    scratch: &mut Scratch,
+    out: Out,
+) {
+    debug_assert!(k.is_multiple_of(64) && p.kp == k && data.len() >= TILE * row_bytes);
+    let chunks = k / 32;
+    scratch.s.clear();
+    scratch.s.resize(chunks * TILE, 0.0);
+    for r in 0..TILE {
+        let row = &data[r * row_bytes..][..row_bytes];
+        for (j, b) in row.chunks_exact(34).enumerate() {
+            scratch.s[j * TILE + r] = crate::quants::read_f16(b);
+        }
+    }
+    let wt = Weights {
+        q: data.as_ptr().add(2),
+        kp: k,
+        stride: row_bytes,
+        step: 34,
+        n: TILE,
+        unsigned: false,
+        chunk: 32,
+        s: &scratch.s,
+        o: None,
     };
     run(&wt, p, out);
 }
@@ -256,6 +299,8 @@ pub unsafe fn run_k(dtype: DType, w: &KRows, p: &Panel, scratch: &mut Scratch, o
     let wt = Weights {
         q: w.q.as_ptr(),
         kp: k,
+        stride: k,
+        step: ch,
         n: w.n,
         unsigned: true,
         chunk: ch,
@@ -306,9 +351,9 @@ impl TileConfig {
 /// Chunk `j`'s product into sums tile `j % 2` (tmm0 or tmm1), not yet stored.
 #[inline(always)]
 unsafe fn product(w: &Weights<'_>, b: *const i8, j: usize) {
-    let a = w.q.add(j * w.chunk);
+    let a = w.q.add(j * w.step);
     let bj = b.add(j * w.chunk * TILE);
-    let (ka, kb) = (w.kp, 64usize);
+    let (ka, kb) = (w.stride, 64usize);
     macro_rules! chunk {
         ($c:literal, $a:literal, $b:literal, $op:literal) => {
             asm!(

@@ -160,6 +160,12 @@ pub unsafe fn run_rows(
             // The kernel reads 16 rows (quants and offsets) whatever `n`: rows past it hold
             // whatever was there, and their results are dropped.
             match &acts.acts {
+                ActsOf::Blocks(_)
+                    if dtype == DType::Q8_0 && n == amx::TILE && k.is_multiple_of(64) =>
+                {
+                    // Q8_0's quants are already the tile's bytes: no conversion.
+                    amx::run_q8_0(data, row_bytes, k, p, &mut scratch.amx, out);
+                }
                 ActsOf::K(_) => {
                     scratch.krows.fill(dtype, data, row_bytes, n, k);
                     let r = &mut scratch.krows;
