@@ -12,7 +12,9 @@
 //! gives the exact int32 sums of 16 rows x 16 tokens; AVX-512 converts each row of them to
 //! f32 and adds it times `s_row * da_token` into the row's 16 token lanes (with Q8_K
 //! activations, times `s_row` per chunk and `da_token` per 256). The offsets (mins
-//! and zero points) add `o_row * g_token` per 16 elements, as in the other kernels.
+//! and zero points) add `o_row * g_token` per chunk, as in the other kernels. Q8_0 rows need
+//! no conversion at all: each block's 32 quants are a chunk of the `A` tile where they lie
+//! ([`run_q8_0`]).
 //!
 //! A token's results depend on its own activations only (its lane of every sum, in the same
 //! order whatever else shares the tile), so a token gets the same bits alone or batched.
