@@ -62,15 +62,20 @@ pub fn axpy(y: &mut [f32], alpha: f32, x: &[f32]) {
     unsafe { (table().axpy)(&mut y[..n], alpha, &x[..n]) }
 }
 
+/// Panics unless `n` runs of `width` values, `stride` apart, fit in `rows`.
+fn check_rows(n: usize, stride: usize, width: usize, rows: &[f32], what: &str) {
+    if let Some(last) = n.checked_sub(1) {
+        assert!(
+            last * stride + width <= rows.len(),
+            "{what}: rows too short"
+        );
+    }
+}
+
 /// `out[p] = q · rows[p * stride..][..q.len()]` for every `p < out.len()`: attention's
 /// scores of one query against a run of keys, with one dispatch for all of them.
 pub fn dot_strided(q: &[f32], rows: &[f32], stride: usize, out: &mut [f32]) {
-    if let Some(last) = out.len().checked_sub(1) {
-        assert!(
-            last * stride + q.len() <= rows.len(),
-            "dot_strided: rows too short"
-        );
-    }
+    check_rows(out.len(), stride, q.len(), rows, "dot_strided");
     // SAFETY: the table holds only kernels this CPU supports; bounds checked above.
     unsafe { (table().dots)(q, rows, stride, out) }
 }
@@ -78,12 +83,7 @@ pub fn dot_strided(q: &[f32], rows: &[f32], stride: usize, out: &mut [f32]) {
 /// `y += Σ_p w[p] · rows[p * stride..][..y.len()]`, `p` in order (the same as one [`axpy`]
 /// per `p`): attention's weighted sum of values, with one dispatch for all of them.
 pub fn axpy_strided(y: &mut [f32], w: &[f32], rows: &[f32], stride: usize) {
-    if let Some(last) = w.len().checked_sub(1) {
-        assert!(
-            last * stride + y.len() <= rows.len(),
-            "axpy_strided: rows too short"
-        );
-    }
+    check_rows(w.len(), stride, y.len(), rows, "axpy_strided");
     // SAFETY: as in `dot_strided`.
     unsafe { (table().axpys)(y, w, rows, stride) }
 }
@@ -104,12 +104,7 @@ pub fn dot_strided2(
     );
     #[cfg(target_arch = "x86_64")]
     if crate::qdot::x86::has_avx512() && q0.len() == 192 {
-        if let Some(last) = out0.len().checked_sub(1) {
-            assert!(
-                last * stride + 192 <= rows.len(),
-                "dot_strided2: rows too short"
-            );
-        }
+        check_rows(out0.len(), stride, 192, rows, "dot_strided2");
         // SAFETY: AVX-512 present; bounds checked above.
         return unsafe { x86::dots2_regs::<12>(q0, q1, rows, stride, out0, out1) };
     }
@@ -134,12 +129,7 @@ pub fn axpy_strided2(
     );
     #[cfg(target_arch = "x86_64")]
     if crate::qdot::x86::has_avx512() && y0.len() == 128 {
-        if let Some(last) = w0.len().checked_sub(1) {
-            assert!(
-                last * stride + 128 <= rows.len(),
-                "axpy_strided2: rows too short"
-            );
-        }
+        check_rows(w0.len(), stride, 128, rows, "axpy_strided2");
         // SAFETY: AVX-512 present; bounds checked above.
         return unsafe { x86::axpys2_regs::<8>(y0, y1, w0, w1, rows, stride) };
     }
