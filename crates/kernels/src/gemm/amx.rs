@@ -207,6 +207,15 @@ pub struct Scratch {
     s: Vec<f32>,
 }
 
+impl Scratch {
+    /// The scales table, `[chunks][16]`, zeroed.
+    fn scales(&mut self, chunks: usize) -> &mut [f32] {
+        self.s.clear();
+        self.s.resize(chunks * TILE, 0.0);
+        &mut self.s
+    }
+}
+
 /// The 32-element formats: `w` as converted (`w.n` rows, padded to 16 with anything).
 ///
 /// # Safety
@@ -217,11 +226,10 @@ pub unsafe fn run_blocks(dtype: DType, w: &Rows, p: &Panel, scratch: &mut Scratc
     let kp = w.kp;
     let subs = kp / 16;
     let chunks = kp / 32;
-    scratch.s.clear();
-    scratch.s.resize(chunks * TILE, 0.0);
+    let s = scratch.scales(chunks);
     for r in 0..w.n {
         for j in 0..chunks {
-            scratch.s[j * TILE + r] = w.s[r * subs + 2 * j];
+            s[j * TILE + r] = w.s[r * subs + 2 * j];
         }
     }
     let mins = matches!(dtype, DType::Q4_1 | DType::Q5_1);
@@ -233,7 +241,7 @@ pub unsafe fn run_blocks(dtype: DType, w: &Rows, p: &Panel, scratch: &mut Scratc
         n: w.n,
         unsigned: false,
         chunk: 32,
-        s: &scratch.s,
+        s,
         o: mins.then_some(&w.o[..]),
     };
     run(&wt, p, out);
@@ -255,12 +263,11 @@ pub unsafe fn run_q8_0(
 ) {
     debug_assert!(k.is_multiple_of(64) && p.kp == k && data.len() >= TILE * row_bytes);
     let chunks = k / 32;
-    scratch.s.clear();
-    scratch.s.resize(chunks * TILE, 0.0);
+    let s = scratch.scales(chunks);
     for r in 0..TILE {
         let row = &data[r * row_bytes..][..row_bytes];
         for (j, b) in row.chunks_exact(34).enumerate() {
-            scratch.s[j * TILE + r] = crate::quants::read_f16(b);
+            s[j * TILE + r] = crate::quants::read_f16(b);
         }
     }
     let wt = Weights {
@@ -271,7 +278,7 @@ pub unsafe fn run_q8_0(
         n: TILE,
         unsigned: false,
         chunk: 32,
-        s: &scratch.s,
+        s,
         o: None,
     };
     run(&wt, p, out);
@@ -286,8 +293,7 @@ pub unsafe fn run_k(dtype: DType, w: &KRows, p: &Panel, scratch: &mut Scratch, o
     let ch = chunk_of(dtype);
     debug_assert_eq!(p.chunk, ch);
     let chunks = k / ch;
-    scratch.s.clear();
-    scratch.s.resize(chunks * TILE, 0.0);
+    let s = scratch.scales(chunks);
     let (per_sb, step) = (256 / ch, ch / 16);
     for r in 0..w.n {
         let (d, sc) = (
@@ -295,7 +301,7 @@ pub unsafe fn run_k(dtype: DType, w: &KRows, p: &Panel, scratch: &mut Scratch, o
             &w.sc[r * (k / 16)..][..k / 16],
         );
         for j in 0..chunks {
-            scratch.s[j * TILE + r] = d[j / per_sb] * sc[j * step] as f32;
+            s[j * TILE + r] = d[j / per_sb] * sc[j * step] as f32;
         }
     }
     let wt = Weights {
@@ -306,7 +312,7 @@ pub unsafe fn run_k(dtype: DType, w: &KRows, p: &Panel, scratch: &mut Scratch, o
         n: w.n,
         unsigned: true,
         chunk: ch,
-        s: &scratch.s,
+        s,
         o: Some(&w.o[..]),
     };
     run(&wt, p, out);

@@ -184,12 +184,8 @@ pub unsafe fn run_rows(
             return;
         }
     }
-    // Without AMX, or its activations, the AVX-512 tiles take its place.
-    let kernel = if kernel == Kernel::Amx {
-        Kernel::Avx512
-    } else {
-        kernel
-    };
+    // Without AMX's activations (or for more than 16 rows), `Kernel::Amx` runs the AVX-512
+    // tiles: `run` and `kq::run` take it so.
     match &acts.acts {
         ActsOf::K(a) => {
             scratch.krows.fill(dtype, data, row_bytes, n, k);
@@ -287,15 +283,8 @@ impl Rows {
             let src = &data[r * row_bytes..(r + 1) * row_bytes];
             // The rows stream from memory (a prompt reads each expert once): ask for the
             // next row while this one converts.
-            #[cfg(target_arch = "x86_64")]
             if let Some(next) = data.get((r + 1) * row_bytes..(r + 2) * row_bytes) {
-                for at in (0..next.len()).step_by(64) {
-                    // SAFETY: prefetching a valid address has no effect on memory.
-                    unsafe {
-                        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-                        _mm_prefetch::<_MM_HINT_T0>(next.as_ptr().add(at) as *const i8);
-                    }
-                }
+                prefetch(next);
             }
             convert::convert_row(
                 dtype,
@@ -309,6 +298,22 @@ impl Rows {
             self.o[r * subs + k / 16..(r + 1) * subs].fill(0.0);
         }
     }
+}
+
+/// Ask for every cache line of `bytes` ahead of use (a hint; nothing on other CPUs). The
+/// converters call it on the weight rows they will read next, which stream from memory.
+#[inline]
+pub(crate) fn prefetch(bytes: &[u8]) {
+    #[cfg(target_arch = "x86_64")]
+    for at in (0..bytes.len()).step_by(64) {
+        // SAFETY: prefetching a valid address has no effect on memory.
+        unsafe {
+            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+            _mm_prefetch::<_MM_HINT_T0>(bytes.as_ptr().add(at) as *const i8);
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = bytes;
 }
 
 /// Where a tile's results go: `out[c * ld + r]` for token `c`, weight row `r` (relative to

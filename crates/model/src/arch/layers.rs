@@ -195,9 +195,13 @@ pub fn attention_many(
     let mut units = Vec::new(); // (first row, rows: 1 or 2)
     let mut r = 0;
     while r < rows.len() {
-        let pair = r + 1 < rows.len() && rows[r + 1].0 == rows[r].0;
-        units.push((r, if pair { 2 } else { 1 }));
-        r += if pair { 2 } else { 1 };
+        let n = if r + 1 < rows.len() && rows[r + 1].0 == rows[r].0 {
+            2
+        } else {
+            1
+        };
+        units.push((r, n));
+        r += n;
     }
     // Head-major order: the pool hands each thread a contiguous share of the tasks, so a
     // thread then takes every token of a few heads in turn, and those heads' keys and values
