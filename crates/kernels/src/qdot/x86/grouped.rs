@@ -15,11 +15,11 @@
 
 use super::kquants::row_blocks;
 use super::legacy::{
-    acts, dot_off_vnni, dot_vnni, high_bits_vnni, hsum, hsum128, min1, nibbles, prefetch,
-    q4_0_isum2, q4_0_w2, q4_1_w2, q5_0_isum2, q5_0_w2, q5_1_w2, q_1_isum2, scale1, scale_hi,
-    scale_index,
+    acts, dot_off_vnni, dot_vnni, high_bits_vnni, hsum, hsum128, min1, nibbles, q4_0_isum2,
+    q4_0_w2, q4_1_w2, q5_0_isum2, q5_0_w2, q5_1_w2, q_1_isum2, scale1, scale_hi, scale_index,
 };
 use super::legacy_n::{q4_1_q, q5_1_q};
+use super::prefetch;
 use crate::qdot::{ActGroup, BlockQ8_0x, BlockQ8_1x, DotTable, Isa};
 use crate::quants::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0};
 use std::arch::x86_64::*;

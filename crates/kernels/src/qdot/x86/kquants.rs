@@ -17,6 +17,7 @@
 //! ([`crate::qdot::scalar`]). The multi-row kernels (prefill) in [`super::kquants_n`] share
 //! the helpers marked `pub(super)` here.
 
+use super::prefetch;
 use crate::qdot::{BlockQ8Kx, DotTable, Isa};
 use crate::quants::{BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K};
 use std::arch::x86_64::*;
@@ -182,22 +183,6 @@ pub(super) unsafe fn cst(c: &[u8; 32]) -> __m256i {
     _mm256_loadu_si256(c.as_ptr() as *const __m256i)
 }
 
-/// Prefetch distance in bytes, enough to cover the memory latency at one thread's bus speed
-/// (on a Sapphire Rapids VM: 1-2 KiB fell short, 4-12 KiB measured alike within the noise).
-const PF: usize = 4096;
-
-/// Prefetch the cache lines [`PF`] bytes ahead of the block at `b` (`bytes` long). Never
-/// faults, so it may point past the row.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(super) unsafe fn prefetch_ahead(b: *const u8, bytes: usize) {
-    let mut o = 0;
-    while o < bytes {
-        _mm_prefetch::<_MM_HINT_T0>(b.wrapping_add(PF + o) as *const i8);
-        o += 64;
-    }
-}
-
 /// The f16 at `p`.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -252,7 +237,7 @@ pub(super) unsafe fn q4k_avx2(w: &[u8], a: &[BlockQ8Kx]) -> f32 {
     let mut acc = _mm256_setzero_ps();
     for (i, y) in a.iter().enumerate() {
         let b = w.as_ptr().add(i * BB);
-        prefetch_ahead(b, BB);
+        prefetch(b, BB);
         let (dd, dm) = dd_pair(b, y.d);
         let (sc, mn) = k4_scales(b.add(offset_of!(BlockQ4K, scales)));
         let s8 = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(_mm_cvtsi64_si128(sc as i64)));
@@ -288,7 +273,7 @@ pub(super) unsafe fn q5k_avx2(w: &[u8], a: &[BlockQ8Kx]) -> f32 {
     let mut acc = _mm256_setzero_ps();
     for (i, y) in a.iter().enumerate() {
         let b = w.as_ptr().add(i * BB);
-        prefetch_ahead(b, BB);
+        prefetch(b, BB);
         let (dd, dm) = dd_pair(b, y.d);
         let (sc, mn) = k4_scales(b.add(offset_of!(BlockQ5K, scales)));
         let s8 = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(_mm_cvtsi64_si128(sc as i64)));
@@ -335,7 +320,7 @@ pub(super) unsafe fn q6k_avx2(w: &[u8], a: &[BlockQ8Kx]) -> f32 {
     let mut acc = _mm256_setzero_ps();
     for (i, y) in a.iter().enumerate() {
         let b = w.as_ptr().add(i * BB);
-        prefetch_ahead(b, BB);
+        prefetch(b, BB);
         let ql = b.add(offset_of!(BlockQ6K, ql));
         let qhp = b.add(offset_of!(BlockQ6K, qh));
         let sc = _mm_loadu_si128(b.add(offset_of!(BlockQ6K, scales)) as *const __m128i);
@@ -392,7 +377,7 @@ unsafe fn q3k_avx2(w: &[u8], a: &[BlockQ8Kx]) -> f32 {
     let mut acc = _mm256_setzero_ps();
     for (i, y) in a.iter().enumerate() {
         let b = w.as_ptr().add(i * BB);
-        prefetch_ahead(b, BB);
+        prefetch(b, BB);
         let [s0, s1, s2, s3] = q3_scales(b.add(offset_of!(BlockQ3K, scales)));
         let sc = _mm_sub_epi8(
             _mm_setr_epi32(s0 as i32, s1 as i32, s2 as i32, s3 as i32),
@@ -439,7 +424,7 @@ unsafe fn q2k_avx2(w: &[u8], a: &[BlockQ8Kx]) -> f32 {
     let mut acc = _mm256_setzero_ps();
     for (i, y) in a.iter().enumerate() {
         let b = w.as_ptr().add(i * BB);
-        prefetch_ahead(b, BB);
+        prefetch(b, BB);
         let (dd, dm) = dd_pair(b.add(offset_of!(BlockQ2K, d)), y.d);
         let raw = _mm_loadu_si128(b.add(offset_of!(BlockQ2K, scales)) as *const __m128i);
         let sc16 = _mm256_cvtepu8_epi16(_mm_and_si128(raw, m4x));
@@ -531,7 +516,7 @@ unsafe fn q4k_avx512(w: &[u8], a: &[BlockQ8Kx]) -> f32 {
     let mut accm = _mm256_setzero_ps();
     for (i, y) in a.iter().enumerate() {
         let b = w.as_ptr().add(i * BB);
-        prefetch_ahead(b, BB);
+        prefetch(b, BB);
         let (dd, dm) = dd_pair(b, y.d);
         let (s16, mins) = k4_setup(b.add(offset_of!(BlockQ4K, scales)), y);
         let qs = b.add(offset_of!(BlockQ4K, qs));
@@ -559,7 +544,7 @@ unsafe fn q5k_avx512(w: &[u8], a: &[BlockQ8Kx]) -> f32 {
     let mut accm = _mm256_setzero_ps();
     for (i, y) in a.iter().enumerate() {
         let b = w.as_ptr().add(i * BB);
-        prefetch_ahead(b, BB);
+        prefetch(b, BB);
         let (dd, dm) = dd_pair(b, y.d);
         let (s16, mins) = k4_setup(b.add(offset_of!(BlockQ5K, scales)), y);
         let qs = b.add(offset_of!(BlockQ5K, qs));
@@ -598,7 +583,7 @@ unsafe fn q6k_avx512(w: &[u8], a: &[BlockQ8Kx]) -> f32 {
     let mut acc = _mm512_setzero_ps();
     for (i, y) in a.iter().enumerate() {
         let b = w.as_ptr().add(i * BB);
-        prefetch_ahead(b, BB);
+        prefetch(b, BB);
         let ql = b.add(offset_of!(BlockQ6K, ql));
         let qh = b.add(offset_of!(BlockQ6K, qh));
         let sc = _mm_loadu_si128(b.add(offset_of!(BlockQ6K, scales)) as *const __m128i);
@@ -646,7 +631,7 @@ unsafe fn q3k_avx512(w: &[u8], a: &[BlockQ8Kx]) -> f32 {
     let mut acc = _mm512_setzero_ps();
     for (i, y) in a.iter().enumerate() {
         let b = w.as_ptr().add(i * BB);
-        prefetch_ahead(b, BB);
+        prefetch(b, BB);
         let [s0, s1, s2, s3] = q3_scales(b.add(offset_of!(BlockQ3K, scales)));
         let sc = _mm_sub_epi8(
             _mm_setr_epi32(s0 as i32, s1 as i32, s2 as i32, s3 as i32),
@@ -701,7 +686,7 @@ unsafe fn q2k_avx512(w: &[u8], a: &[BlockQ8Kx]) -> f32 {
     let mut accm = _mm256_setzero_ps();
     for (i, y) in a.iter().enumerate() {
         let b = w.as_ptr().add(i * BB);
-        prefetch_ahead(b, BB);
+        prefetch(b, BB);
         let (dd, dm) = dd_pair(b.add(offset_of!(BlockQ2K, d)), y.d);
         let raw = _mm_loadu_si128(b.add(offset_of!(BlockQ2K, scales)) as *const __m128i);
         let s16 = _mm512_castsi256_si512(_mm256_cvtepu8_epi16(_mm_and_si128(raw, m4x)));

@@ -15,9 +15,10 @@
 //! kernels only in the order f32 terms are added.
 
 use super::kquants::{
-    check_row, cst, dd_pair, dot512, dot_scaled, f16_at, hsum, k4_scales, ld, ld512, perm,
-    prefetch_ahead, twice, BCAST_PAIR, BCAST_SAME, PERM_K16, PERM_K4,
+    check_row, cst, dd_pair, dot512, dot_scaled, f16_at, hsum, k4_scales, ld, ld512, perm, twice,
+    BCAST_PAIR, BCAST_SAME, PERM_K16, PERM_K4,
 };
+use super::prefetch;
 use crate::qdot::{BlockQ8Kx, DotTable, Isa};
 use crate::quants::{BlockQ4K, BlockQ5K, BlockQ6K};
 use std::arch::x86_64::*;
@@ -99,7 +100,7 @@ unsafe fn k4_avx512_n<const N: usize>(
     let mut acc = [_mm512_setzero_ps(); N];
     for i in 0..nb {
         let b = w.as_ptr().add(i * bytes);
-        prefetch_ahead(b, bytes);
+        prefetch(b, bytes);
         let (dw, dmin) = f16_pair512(b);
         let (sc, mn) = k4_scales(b.add(scales_at));
         let s16 = _mm512_castsi128_si512(_mm_cvtepu8_epi16(_mm_cvtsi64_si128(sc as i64)));
@@ -180,7 +181,7 @@ unsafe fn q6k_avx512_n<const N: usize>(w: &[u8], a: &[BlockQ8Kx], out: &mut [f32
     let mut acc = [_mm512_setzero_ps(); N];
     for i in 0..nb {
         let b = w.as_ptr().add(i * BB);
-        prefetch_ahead(b, BB);
+        prefetch(b, BB);
         let ql = b.add(offset_of!(BlockQ6K, ql));
         let qh = b.add(offset_of!(BlockQ6K, qh));
         let sc = _mm_loadu_si128(b.add(offset_of!(BlockQ6K, scales)) as *const __m128i);
@@ -283,7 +284,7 @@ unsafe fn k4_avx2_n<const N: usize, const Q5: bool>(w: &[u8], a: &[BlockQ8Kx], o
     let mut acc = [_mm256_setzero_ps(); N];
     for i in 0..nb {
         let b = w.as_ptr().add(i * bytes);
-        prefetch_ahead(b, bytes);
+        prefetch(b, bytes);
         let (sc, mn) = k4_scales(b.add(scales_at));
         let s8 = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(_mm_cvtsi64_si128(sc as i64)));
         let qs = b.add(qs_at);
@@ -341,7 +342,7 @@ unsafe fn q6k_avx2_n<const N: usize>(w: &[u8], a: &[BlockQ8Kx], out: &mut [f32])
     let mut acc = [_mm256_setzero_ps(); N];
     for i in 0..nb {
         let b = w.as_ptr().add(i * BB);
-        prefetch_ahead(b, BB);
+        prefetch(b, BB);
         let ql = b.add(offset_of!(BlockQ6K, ql));
         let qhp = b.add(offset_of!(BlockQ6K, qh));
         let sc = _mm_loadu_si128(b.add(offset_of!(BlockQ6K, scales)) as *const __m128i);

@@ -22,14 +22,12 @@
 //! one thread's hardware prefetcher alone leaves it well short of the memory bus.
 
 use super::kquants::check_row;
+use super::prefetch;
 use crate::qdot::{BlockQ8_0x, BlockQ8_1x, DotTable, Isa};
 use crate::quants::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0};
 use std::arch::x86_64::*;
 use std::mem::{offset_of, size_of};
 use std::ptr::read_unaligned;
-
-/// Prefetch distance in bytes.
-const PF: usize = 4096;
 
 /// Fill the legacy-format entries of `t` for `isa`.
 pub fn install(t: &mut DotTable, isa: Isa) {
@@ -72,16 +70,6 @@ unsafe fn rd32(p: *const u8) -> i32 {
 #[inline(always)]
 unsafe fn rd64(p: *const u8) -> i64 {
     read_unaligned(p as *const i64)
-}
-
-/// Prefetch the `bytes` bytes starting [`PF`] past `p`, one request per cache line.
-#[inline(always)]
-pub(super) unsafe fn prefetch(p: *const u8, bytes: usize) {
-    let mut o = 0;
-    while o < bytes {
-        _mm_prefetch(p.wrapping_add(PF + o) as *const i8, _MM_HINT_T0);
-        o += 64;
-    }
 }
 
 /// `d_w · d_a` of one block in all 8 lanes (`d` the f16 at `p`).

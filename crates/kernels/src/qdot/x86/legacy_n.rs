@@ -15,9 +15,10 @@
 
 use super::kquants::row_blocks;
 use super::legacy::{
-    a_d4, a_ds4, acts, dot_avx2, high_bits_avx2, hsum, hsum128, min1, nibbles, prefetch, q4_0_avx2,
+    a_d4, a_ds4, acts, dot_avx2, high_bits_avx2, hsum, hsum128, min1, nibbles, q4_0_avx2,
     q4_1_avx2, q5_0_avx2, q5_1_avx2, q8_0_avx2, q8_0_vnni, scale1, w_d4, w_dm4,
 };
+use super::prefetch;
 use crate::qdot::{BlockQ8_0x, BlockQ8_1x, DotTable, Isa};
 use crate::quants::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0};
 use std::arch::x86_64::*;

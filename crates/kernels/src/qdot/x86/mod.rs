@@ -81,6 +81,25 @@ pub(crate) use legacy::hsum as hsum256;
 
 use super::{DotTable, Isa};
 
+/// Prefetch distance in bytes, enough to cover the memory latency at one thread's bus speed
+/// (on a Sapphire Rapids VM: 1-2 KiB fell short, 4-12 KiB measured alike within the noise).
+const PF: usize = 4096;
+
+/// Prefetch the `bytes` bytes starting [`PF`] past `p`, one request per cache line. Never
+/// faults, so it may point past the row. Into L2 (`T1`), not L1: on an AMX Xeon,
+/// `matmul_stream` rose from ~75% to ~85% of the bandwidth probe for Q4_K, ~88% to ~100% for
+/// Q8_0 and ~78% to ~93% for Q6_K, as requests to L1 hold one of its few fill buffers each
+/// until the line arrives, while L2 keeps many more in flight.
+#[inline(always)]
+unsafe fn prefetch(p: *const u8, bytes: usize) {
+    use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T1};
+    let mut o = 0;
+    while o < bytes {
+        _mm_prefetch::<_MM_HINT_T1>(p.wrapping_add(PF + o) as *const i8);
+        o += 64;
+    }
+}
+
 pub fn has_avx2() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
