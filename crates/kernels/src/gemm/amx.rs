@@ -14,7 +14,10 @@
 //! activations, times `s_row` per chunk and `da_token` per 256). The offsets (mins
 //! and zero points) add `o_row * g_token` per chunk, as in the other kernels. Q8_0 rows need
 //! no conversion at all: each block's 32 quants are a chunk of the `A` tile where they lie
-//! ([`run_q8_0`]).
+//! ([`run_q8_0`]). Q4_K and Q5_K rows are converted differently ([`Planes`]): their integer
+//! sub-block scales multiplied into the quants, split into two byte planes, so that a whole
+//! 256-element super-block sums in the tiles (64 elements per `tdpbusd`) and AVX-512 converts
+//! once per super-block; token tiles go two at a time there ([`run_planes`]).
 //!
 //! A token's results depend on its own activations only (its lane of every sum, in the same
 //! order whatever else shares the tile), so a token gets the same bits alone or batched.
@@ -25,6 +28,8 @@
 use super::kq::{KActs, KRows};
 use super::{Acts, Out, Rows};
 use crate::dtype::DType;
+use crate::quants::kquants::scale_min_k4;
+use crate::quants::read_f16;
 use std::arch::asm;
 use std::arch::x86_64::*;
 use std::sync::OnceLock;
@@ -205,6 +210,8 @@ pub fn chunk_of(dtype: DType) -> usize {
 #[derive(Default)]
 pub struct Scratch {
     s: Vec<f32>,
+    /// Q4_K / Q5_K rows with their scales multiplied in.
+    pub planes: Planes,
 }
 
 impl Scratch {
@@ -421,7 +428,6 @@ unsafe fn run(w: &Weights<'_>, p: &Panel, out: Out) {
     let cfg = TileConfig::new(w.chunk);
     asm!("ldtilecfg [{c}]", c = in(reg) &cfg, options(nostack));
     let chunks = w.kp / w.chunk;
-    let subs = w.kp / 16;
     let nd = w.kp / p.d_block;
     let mut sums = Sums([[0; TILE * TILE]; 2]);
     let mut res = [0f32; TILE * TILE];
@@ -466,32 +472,350 @@ unsafe fn run(w: &Weights<'_>, p: &Panel, out: Out) {
                 }
             }
         }
-        if let Some(o) = w.o {
-            // Chunk by chunk, so the 16 rows' accumulators are independent chains.
-            let g = p.g.as_ptr().add(tile * chunks * TILE);
-            let step = w.chunk / 16;
-            for j in 0..chunks {
-                let gv = _mm512_loadu_ps(g.add(j * TILE));
-                let o = o.as_ptr().add(j * step);
-                for (r, acc) in acc.iter_mut().enumerate() {
-                    *acc = _mm512_fmadd_ps(_mm512_set1_ps(*o.add(r * subs)), gv, *acc);
-                }
-            }
-        }
-        for (r, acc) in acc.iter().enumerate() {
-            _mm512_storeu_ps(res.as_mut_ptr().add(r * TILE), *acc);
-        }
-        let tokens = TILE.min(p.t - tile * TILE);
-        for m in 0..tokens {
-            let dst = out.ptr.add((tile * TILE + m) * out.ld);
-            for r in 0..w.n {
-                *dst.add(r) = res[r * TILE + m];
+        finish(&mut acc, w.o, w.chunk, p, tile, w.n, &mut res, out);
+    }
+    asm!("tilerelease", options(nostack, nomem));
+}
+
+/// A token tile's last steps: the offsets `o_row * g_token` per chunk (when the format has
+/// any; `o` as [`Weights::o`]), then the 16 rows' token lanes written out to tokens' rows.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn finish(
+    acc: &mut [__m512; TILE],
+    o: Option<&[f32]>,
+    chunk: usize,
+    p: &Panel,
+    tile: usize,
+    n: usize,
+    res: &mut [f32; TILE * TILE],
+    out: Out,
+) {
+    let (chunks, subs) = (p.kp / chunk, p.kp / 16);
+    if let Some(o) = o {
+        // Chunk by chunk, so the 16 rows' accumulators are independent chains.
+        let g = p.g.as_ptr().add(tile * chunks * TILE);
+        let step = chunk / 16;
+        for j in 0..chunks {
+            let gv = _mm512_loadu_ps(g.add(j * TILE));
+            let o = o.as_ptr().add(j * step);
+            for (r, acc) in acc.iter_mut().enumerate() {
+                *acc = _mm512_fmadd_ps(_mm512_set1_ps(*o.add(r * subs)), gv, *acc);
             }
         }
     }
-    asm!("tilerelease", options(nostack, nomem));
+    for (r, acc) in acc.iter().enumerate() {
+        _mm512_storeu_ps(res.as_mut_ptr().add(r * TILE), *acc);
+    }
+    let tokens = TILE.min(p.t - tile * TILE);
+    for m in 0..tokens {
+        let dst = out.ptr.add((tile * TILE + m) * out.ld);
+        for r in 0..n {
+            *dst.add(r) = res[r * TILE + m];
+        }
+    }
 }
 
 /// The two chunks' int32 sums, 64-byte aligned for the tile stores.
 #[repr(C, align(64))]
 struct Sums([[i32; TILE * TILE]; 2]);
+
+/// Q4_K / Q5_K rows with each element's sub-block scale multiplied in, `u = sc * q` (at most
+/// 63 * 31 = 1953), split into a low byte plane `u & 255` and a high one `u >> 8` (at most
+/// 7). A super-block's exact integer sum `Σ sc_j Σ q a` (what the scalar twin computes) is
+/// then `Σ lo a + 256 Σ hi a`: two int32 tiles accumulated over four 64-element `tdpbusd`
+/// steps, converted to f32 once per super-block instead of once per 32 elements.
+#[derive(Default)]
+pub struct Planes {
+    n: usize,
+    k: usize,
+    /// `[16][k]` each (rows past `n` hold whatever was there).
+    lo: Vec<u8>,
+    hi: Vec<u8>,
+    /// `[k / 256][16]`: each row's `d` per super-block.
+    d: Vec<f32>,
+    /// `[16][k / 16]`: each row's offset `-dmin * m` per 16 elements, as [`KRows`].
+    o: Vec<f32>,
+}
+
+/// Whether `dtype` rows go through [`Planes`] on AMX.
+pub fn takes_planes(dtype: DType) -> bool {
+    matches!(dtype, DType::Q4K | DType::Q5K)
+}
+
+impl Planes {
+    /// Convert `n` (at most 16) stored Q4_K / Q5_K rows of `k` elements (`row_bytes` apart).
+    ///
+    /// # Safety
+    /// [`available`] (for AVX-512 BW); `dtype` as [`takes_planes`]; `data` holds the `n` rows.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub unsafe fn fill(&mut self, dtype: DType, data: &[u8], row_bytes: usize, n: usize, k: usize) {
+        debug_assert!(n <= TILE && k.is_multiple_of(256) && takes_planes(dtype));
+        let (bytes, qs_at, qh_at) = match dtype {
+            DType::Q5K => (176, 48, Some(16)),
+            _ => (144, 16, None),
+        };
+        let nsb = k / 256;
+        self.n = n;
+        self.k = k;
+        self.lo.resize(TILE * k, 0);
+        self.hi.resize(TILE * k, 0);
+        self.d.resize(nsb * TILE, 0.0);
+        self.o.resize(TILE * k / 16, 0.0);
+        let data = &data[..n * row_bytes];
+        for r in 0..n {
+            let row = &data[r * row_bytes..][..nsb * bytes];
+            for (sb, b) in row.chunks_exact(bytes).enumerate() {
+                if let Some(ahead) = data.get((r * row_bytes + sb * bytes) + PREFETCH..) {
+                    super::prefetch(&ahead[..bytes.min(ahead.len())]);
+                }
+                let dmin = read_f16(&b[2..]);
+                self.d[sb * TILE + r] = read_f16(b);
+                let o = &mut self.o[(r * k + sb * 256) / 16..][..16];
+                let mut sc = [0i16; 8];
+                for (j, sc) in sc.iter_mut().enumerate() {
+                    let (s, m) = scale_min_k4(j, &b[4..16]);
+                    *sc = s as i16;
+                    o[2 * j..][..2].fill(-(dmin * m as f32));
+                }
+                let at = r * k + sb * 256;
+                k4_planes(
+                    b[qs_at..][..128].as_ptr(),
+                    qh_at.map(|h| b[h..][..32].as_ptr()),
+                    &sc,
+                    self.lo[at..][..256].as_mut_ptr(),
+                    self.hi[at..][..256].as_mut_ptr(),
+                );
+            }
+        }
+    }
+}
+
+/// Bytes ahead of the block being converted that [`Planes::fill`] prefetches.
+const PREFETCH: usize = 1024;
+
+/// One Q4_K / Q5_K super-block's planes: chunk `c` of 32 nibble bytes holds sub-blocks `2c`
+/// (low nibbles) and `2c + 1` (high), the Q5_K fifth bits are bits `2c`, `2c + 1` of `qh`.
+/// The products go per 16-bit lane, even and odd bytes apart.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn k4_planes(qs: *const u8, qh: Option<*const u8>, sc: &[i16; 8], lo: *mut u8, hi: *mut u8) {
+    let m4 = _mm512_set1_epi8(0x0f);
+    let m10 = _mm512_set1_epi8(0x10);
+    let m8 = _mm512_set1_epi16(0x00ff);
+    const UPPER: __mmask32 = 0xffff_0000;
+    // [qh | qh >> 1]: bit 2c of each byte is then the fifth bit of both sub-blocks' element.
+    let hz = qh.map(|p| {
+        let x = _mm512_broadcast_i64x4(_mm256_loadu_si256(p as *const __m256i));
+        _mm512_mask_srli_epi16::<1>(x, UPPER, x)
+    });
+    for c in 0..4 {
+        let x = _mm512_broadcast_i64x4(_mm256_loadu_si256(qs.add(32 * c) as *const __m256i));
+        let mut q = _mm512_and_si512(_mm512_mask_srli_epi16::<4>(x, UPPER, x), m4);
+        if let Some(hz) = hz {
+            let h = _mm512_srlv_epi16(hz, _mm512_set1_epi16(2 * c as i16));
+            q = _mm512_or_si512(q, _mm512_and_si512(_mm512_slli_epi16::<4>(h), m10));
+        }
+        let s = _mm512_mask_blend_epi16(
+            UPPER,
+            _mm512_set1_epi16(sc[2 * c]),
+            _mm512_set1_epi16(sc[2 * c + 1]),
+        );
+        let even = _mm512_mullo_epi16(_mm512_and_si512(q, m8), s);
+        let odd = _mm512_mullo_epi16(_mm512_srli_epi16::<8>(q), s);
+        let l = _mm512_or_si512(_mm512_and_si512(even, m8), _mm512_slli_epi16::<8>(odd));
+        let h = _mm512_or_si512(_mm512_srli_epi16::<8>(even), _mm512_andnot_si512(m8, odd));
+        _mm512_storeu_si512(lo.add(64 * c) as *mut __m512i, l);
+        _mm512_storeu_si512(hi.add(64 * c) as *mut __m512i, h);
+    }
+}
+
+/// Super-block `sb`'s products into sums pair `sb % 2` (tmm0 + tmm1, or tmm6 + tmm7): the
+/// low and high planes' four 64-element steps against the same activation tiles.
+#[inline(always)]
+unsafe fn planes_product(w: &Planes, b: *const i8, sb: usize) {
+    let lo = w.lo.as_ptr().add(sb * 256);
+    let hi = w.hi.as_ptr().add(sb * 256);
+    let b = b.add(sb * 256 * TILE);
+    let (ka, kb) = (w.k, 64usize);
+    macro_rules! sb {
+        ($l:literal, $h:literal) => {
+            asm!(
+                concat!("tilezero tmm", $l),
+                concat!("tilezero tmm", $h),
+                "tileloadd tmm3, [{b} + {kb}*1]",
+                "tileloadd tmm2, [{lo} + {ka}*1]",
+                concat!("tdpbusd tmm", $l, ", tmm2, tmm3"),
+                "tileloadd tmm4, [{hi} + {ka}*1]",
+                concat!("tdpbusd tmm", $h, ", tmm4, tmm3"),
+                "tileloadd tmm5, [{b} + {kb}*1 + 1024]",
+                "tileloadd tmm2, [{lo} + {ka}*1 + 64]",
+                concat!("tdpbusd tmm", $l, ", tmm2, tmm5"),
+                "tileloadd tmm4, [{hi} + {ka}*1 + 64]",
+                concat!("tdpbusd tmm", $h, ", tmm4, tmm5"),
+                "tileloadd tmm3, [{b} + {kb}*1 + 2048]",
+                "tileloadd tmm2, [{lo} + {ka}*1 + 128]",
+                concat!("tdpbusd tmm", $l, ", tmm2, tmm3"),
+                "tileloadd tmm4, [{hi} + {ka}*1 + 128]",
+                concat!("tdpbusd tmm", $h, ", tmm4, tmm3"),
+                "tileloadd tmm5, [{b} + {kb}*1 + 3072]",
+                "tileloadd tmm2, [{lo} + {ka}*1 + 192]",
+                concat!("tdpbusd tmm", $l, ", tmm2, tmm5"),
+                "tileloadd tmm4, [{hi} + {ka}*1 + 192]",
+                concat!("tdpbusd tmm", $h, ", tmm4, tmm5"),
+                lo = in(reg) lo,
+                hi = in(reg) hi,
+                ka = in(reg) ka,
+                b = in(reg) b,
+                kb = in(reg) kb,
+                options(nostack),
+            )
+        };
+    }
+    if sb.is_multiple_of(2) {
+        sb!("0", "1");
+    } else {
+        sb!("6", "7");
+    }
+}
+
+/// Super-block `sb` of two token tiles (`b` and the next) against both planes: tmm0..3 the
+/// sums (tile 0 low, high; tile 1 low, high), tmm4 / tmm5 the planes' step, tmm6 / tmm7 the
+/// two token tiles' step; each loaded tile serves two products. Stored into `sums`.
+#[inline(always)]
+unsafe fn pair_product(w: &Planes, b: *const i8, sb: usize, sums: &mut [Sums; 2]) {
+    let lo = w.lo.as_ptr().add(sb * 256);
+    let hi = w.hi.as_ptr().add(sb * 256);
+    let b0 = b.add(sb * 256 * TILE);
+    let b1 = b0.add(w.k * TILE);
+    let (ka, kb) = (w.k, 64usize);
+    macro_rules! step {
+        ($o:literal, $ob:literal) => {
+            asm!(
+                concat!("tileloadd tmm4, [{lo} + {ka}*1 + ", $o, "]"),
+                concat!("tileloadd tmm6, [{b0} + {kb}*1 + ", $ob, "]"),
+                "tdpbusd tmm0, tmm4, tmm6",
+                concat!("tileloadd tmm5, [{hi} + {ka}*1 + ", $o, "]"),
+                "tdpbusd tmm1, tmm5, tmm6",
+                concat!("tileloadd tmm7, [{b1} + {kb}*1 + ", $ob, "]"),
+                "tdpbusd tmm2, tmm4, tmm7",
+                "tdpbusd tmm3, tmm5, tmm7",
+                lo = in(reg) lo,
+                hi = in(reg) hi,
+                ka = in(reg) ka,
+                b0 = in(reg) b0,
+                b1 = in(reg) b1,
+                kb = in(reg) kb,
+                options(nostack),
+            )
+        };
+    }
+    asm!(
+        "tilezero tmm0",
+        "tilezero tmm1",
+        "tilezero tmm2",
+        "tilezero tmm3",
+        options(nostack, nomem)
+    );
+    step!("0", "0");
+    step!("64", "1024");
+    step!("128", "2048");
+    step!("192", "3072");
+    let kb = 64usize;
+    asm!(
+        "tilestored [{l0} + {kb}*1], tmm0",
+        "tilestored [{h0} + {kb}*1], tmm1",
+        "tilestored [{l1} + {kb}*1], tmm2",
+        "tilestored [{h1} + {kb}*1], tmm3",
+        l0 = in(reg) sums[0].0[0].as_mut_ptr(),
+        h0 = in(reg) sums[0].0[1].as_mut_ptr(),
+        l1 = in(reg) sums[1].0[0].as_mut_ptr(),
+        h1 = in(reg) sums[1].0[1].as_mut_ptr(),
+        kb = in(reg) kb,
+        options(nostack),
+    );
+}
+
+/// Store super-block `sb`'s sums pair into `sums` (low plane's, then high plane's).
+#[inline(always)]
+unsafe fn planes_store(sb: usize, sums: &mut Sums) {
+    let (l, h) = (sums.0[0].as_mut_ptr(), sums.0[1].as_mut_ptr());
+    let kb = 64usize;
+    if sb.is_multiple_of(2) {
+        asm!("tilestored [{l} + {kb}*1], tmm0", "tilestored [{h} + {kb}*1], tmm1",
+            l = in(reg) l, h = in(reg) h, kb = in(reg) kb, options(nostack));
+    } else {
+        asm!("tilestored [{l} + {kb}*1], tmm6", "tilestored [{h} + {kb}*1], tmm7",
+            l = in(reg) l, h = in(reg) h, kb = in(reg) kb, options(nostack));
+    }
+}
+
+/// Every token tile of `p` against the 16 rows of `w`; per super-block and row
+/// `acc += f32(Σ lo a + 256 Σ hi a) * d_row * da_token`, then the offsets as in [`run`].
+///
+/// # Safety
+/// [`available`]; `w` filled; `p` built from Q8_K activations of `w.k` elements for Q4_K;
+/// `out` valid for `w.n` rows of every token of `p`.
+#[target_feature(enable = "avx512f,avx512bw")]
+pub unsafe fn run_planes(w: &Planes, p: &Panel, out: Out) {
+    debug_assert!(p.kp == w.k && p.d_block == 256 && p.chunk == 32);
+    let mut cfg = TileConfig::new(64);
+    for t in [6, 7] {
+        cfg.rows[t] = TILE as u8;
+        cfg.colsb[t] = 64;
+    }
+    asm!("ldtilecfg [{c}]", c = in(reg) &cfg, options(nostack));
+    let nsb = w.k / 256;
+    let mut sums = Sums([[0; TILE * TILE]; 2]);
+    let mut res = [0f32; TILE * TILE];
+    // Token tiles two at a time (each loaded tile used twice, four independent sums), the
+    // last odd one alone with the next super-block's products started before the stores.
+    let pairs = p.tiles / 2;
+    let mut sums2 = [Sums([[0; TILE * TILE]; 2]), Sums([[0; TILE * TILE]; 2])];
+    for pair in 0..pairs {
+        let tile = 2 * pair;
+        let b = p.q.as_ptr().add(tile * w.k * TILE);
+        let d = p.d.as_ptr().add(tile * nsb * TILE);
+        let mut acc = [[_mm512_setzero_ps(); TILE]; 2];
+        for sb in 0..nsb {
+            pair_product(w, b, sb, &mut sums2);
+            let dw = w.d.as_ptr().add(sb * TILE);
+            for (t, acc) in acc.iter_mut().enumerate() {
+                let da = _mm512_loadu_ps(d.add((t * nsb + sb) * TILE));
+                let (l, h) = (sums2[t].0[0].as_ptr(), sums2[t].0[1].as_ptr());
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    let lo = _mm512_loadu_si512(l.add(r * TILE) as *const _);
+                    let hi = _mm512_loadu_si512(h.add(r * TILE) as *const _);
+                    let v = _mm512_cvtepi32_ps(_mm512_add_epi32(lo, _mm512_slli_epi32::<8>(hi)));
+                    *acc = _mm512_fmadd_ps(v, _mm512_mul_ps(_mm512_set1_ps(*dw.add(r)), da), *acc);
+                }
+            }
+        }
+        for (t, acc) in acc.iter_mut().enumerate() {
+            finish(acc, Some(&w.o), 32, p, tile + t, w.n, &mut res, out);
+        }
+    }
+    for tile in 2 * pairs..p.tiles {
+        let b = p.q.as_ptr().add(tile * w.k * TILE);
+        let d = p.d.as_ptr().add(tile * nsb * TILE);
+        let mut acc = [_mm512_setzero_ps(); TILE];
+        planes_product(w, b, 0);
+        for sb in 0..nsb {
+            if sb + 1 < nsb {
+                planes_product(w, b, sb + 1);
+            }
+            planes_store(sb, &mut sums);
+            let da = _mm512_loadu_ps(d.add(sb * TILE));
+            let dw = w.d.as_ptr().add(sb * TILE);
+            let (l, h) = (sums.0[0].as_ptr(), sums.0[1].as_ptr());
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let lo = _mm512_loadu_si512(l.add(r * TILE) as *const _);
+                let hi = _mm512_loadu_si512(h.add(r * TILE) as *const _);
+                let v = _mm512_cvtepi32_ps(_mm512_add_epi32(lo, _mm512_slli_epi32::<8>(hi)));
+                *acc = _mm512_fmadd_ps(v, _mm512_mul_ps(_mm512_set1_ps(*dw.add(r)), da), *acc);
+            }
+        }
+        finish(&mut acc, Some(&w.o), 32, p, tile, w.n, &mut res, out);
+    }
+    asm!("tilerelease", options(nostack, nomem));
+}

@@ -166,6 +166,11 @@ pub unsafe fn run_rows(
                     // Q8_0's quants are already the tile's bytes: no conversion.
                     amx::run_q8_0(data, row_bytes, k, p, &mut scratch.amx, out);
                 }
+                ActsOf::K(_) if amx::takes_planes(dtype) => {
+                    let planes = &mut scratch.amx.planes;
+                    planes.fill(dtype, data, row_bytes, n, k);
+                    amx::run_planes(planes, p, out);
+                }
                 ActsOf::K(_) => {
                     scratch.krows.fill(dtype, data, row_bytes, n, k);
                     let r = &mut scratch.krows;
