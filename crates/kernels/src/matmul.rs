@@ -362,6 +362,12 @@ fn dot_into(
     row_f32: &mut [f32],
 ) -> Result<(), KernelError> {
     let rb = w.row_bytes();
+    if let (Dot::Quant(rd), 1) = (dot, t) {
+        // One token (decode): the task's rows in one call.
+        let rows = &w.data[first_row * rb..(first_row + dst.len()) * rb];
+        rd.dot_weight_rows(rows, rb, dst);
+        return Ok(());
+    }
     for (i, d) in dst.chunks_exact_mut(t).enumerate() {
         let r = first_row + i;
         let wr = &w.data[r * rb..(r + 1) * rb];

@@ -556,6 +556,33 @@ impl<'a> RowDot<'a> {
         }
     }
 
+    /// `out[j]` = weight row `j` of `w` (`row_bytes` each) · activation row 0: one token
+    /// against consecutive weight rows, as decode runs a task, with the kernel chosen once
+    /// instead of per row. Each row gets the bits [`Self::dot_rows`] gives it for one token.
+    pub fn dot_weight_rows(&self, w: &[u8], row_bytes: usize, out: &mut [f32]) {
+        let nb = self.nb;
+        let rows = w.chunks_exact(row_bytes).zip(out.iter_mut());
+        // SAFETY: as in `dot_rows`: kernels for this CPU, reading one row of `nb` blocks of
+        // each (the weight rows are whole rows, the activations bounds-checked here).
+        unsafe {
+            match self.kind {
+                RowDotKind::Q8_0(_, Some(f), a, _) => {
+                    let a = &a[..nb];
+                    rows.for_each(|(r, o)| f(r, a, std::slice::from_mut(o)))
+                }
+                RowDotKind::Q8_1(_, Some(f), a, _) => {
+                    let a = &a[..nb];
+                    rows.for_each(|(r, o)| f(r, a, std::slice::from_mut(o)))
+                }
+                RowDotKind::Q8K(_, Some(f), a) => {
+                    let a = &a[..nb];
+                    rows.for_each(|(r, o)| f(r, a, std::slice::from_mut(o)))
+                }
+                _ => rows.for_each(|(r, o)| *o = self.dot(r, 0)),
+            }
+        }
+    }
+
     /// `out[j] = w_row · acts[first + j]` for every `j`, [`MAX_N`] rows per kernel call where
     /// the instruction set has a multi-row kernel for this format.
     pub fn dot_rows(&self, w_row: &[u8], first: usize, out: &mut [f32]) {
