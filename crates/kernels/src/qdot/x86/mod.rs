@@ -81,21 +81,27 @@ pub(crate) use legacy::hsum as hsum256;
 
 use super::{DotTable, Isa};
 
-/// Prefetch distance in bytes, enough to cover the memory latency at one thread's bus speed
-/// (on a Sapphire Rapids VM: 1-2 KiB fell short, 4-12 KiB measured alike within the noise).
+/// Prefetch distances in bytes: into L2 far enough ahead to cover the memory latency at one
+/// thread's bus speed (on a Sapphire Rapids VM: 1-2 KiB fell short, 4-12 KiB measured alike
+/// within the noise), and into L1 a little ahead, from L2.
 const PF: usize = 4096;
+const PF_L1: usize = 512;
 
-/// Prefetch the `bytes` bytes starting [`PF`] past `p`, one request per cache line. Never
-/// faults, so it may point past the row. Into L2 (`T1`), not L1: on an AMX Xeon,
-/// `matmul_stream` rose from ~75% to ~85% of the bandwidth probe for Q4_K, ~88% to ~100% for
-/// Q8_0 and ~78% to ~93% for Q6_K, as requests to L1 hold one of its few fill buffers each
-/// until the line arrives, while L2 keeps many more in flight.
+/// Prefetch the `bytes` bytes starting [`PF`] past `p` into L2 and those [`PF_L1`] past it
+/// into L1, one request per cache line each. Never faults, so it may point past the row.
+/// On an AMX Xeon VM, `matmul_stream` (2 threads, interleaved builds): the far requests into
+/// L2 (`T1`) instead of L1 took Q4_K from ~75% to ~85% of the bandwidth probe, Q8_0 ~88% to
+/// ~100%, Q6_K ~78% to ~93% (a request to L1 holds one of its few fill buffers until the
+/// line arrives from memory; L2 keeps many more in flight); the near ones into L1 took Q4_K
+/// from 20-21.6 to 22.6-25.3 GB/s, Q6_K and Q8_0 a few percent (256 or 1024 bytes measured
+/// alike).
 #[inline(always)]
 unsafe fn prefetch(p: *const u8, bytes: usize) {
-    use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T1};
+    use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0, _MM_HINT_T1};
     let mut o = 0;
     while o < bytes {
         _mm_prefetch::<_MM_HINT_T1>(p.wrapping_add(PF + o) as *const i8);
+        _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(PF_L1 + o) as *const i8);
         o += 64;
     }
 }
