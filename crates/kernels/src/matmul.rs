@@ -376,8 +376,17 @@ fn dot_into(
             Dot::Gemm(_) => unreachable!("tiled jobs are handled by the caller"),
             Dot::Float(x) => {
                 let k = w.cols;
-                let row = &mut row_f32[..k];
-                w.dtype.dequantize_row(wr, row)?;
+                // SAFETY: every bit pattern is an f32; `align_to` only takes the aligned middle.
+                let (head, stored, _) = unsafe { wr.align_to::<f32>() };
+                let as_stored = cfg!(target_endian = "little") && w.dtype == DType::F32;
+                let row: &[f32] = if as_stored && head.is_empty() && stored.len() == k {
+                    // F32 rows as stored (the routers' gates): no copy.
+                    stored
+                } else {
+                    let row = &mut row_f32[..k];
+                    w.dtype.dequantize_row(wr, row)?;
+                    row
+                };
                 for (ti, o) in d.iter_mut().enumerate() {
                     *o = vecf32::dot(&x[ti * k..(ti + 1) * k], row);
                 }
