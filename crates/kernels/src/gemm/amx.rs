@@ -19,6 +19,15 @@
 //! 256-element super-block sums in the tiles (64 elements per `tdpbusd`) and AVX-512 converts
 //! once per super-block; token tiles go two at a time there ([`run_planes`]).
 //!
+//! What bounds it (a throwaway microbenchmark on the AMX Xeon VM of 2026-12-07): a
+//! `tileloadd` costs ~2.75 cycles per tile row, ~44 for 16 rows of 64 bytes and the same for
+//! 16 rows of 32, whatever the stride and even from L1, while a `tdpbusd` issues every ~14.6
+//! cycles; so the loads, not the products, set the pace, and each loaded tile should serve as
+//! many products as the eight tile registers allow (hence full 64-byte rows for the K-quant
+//! planes and token tiles in pairs there). Pairing the 32-element formats' token tiles as well
+//! (one weight tile load for two products) measured +12-25% on one thread at 48 tokens
+//! (Q4_0, Q8_0) but nothing end to end, and was left out.
+//!
 //! A token's results depend on its own activations only (its lane of every sum, in the same
 //! order whatever else shares the tile), so a token gets the same bits alone or batched.
 //!
