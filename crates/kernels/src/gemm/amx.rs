@@ -647,31 +647,15 @@ unsafe fn planes_product(w: &Planes, b: *const i8, sb: usize) {
     let hi = w.hi.as_ptr().add(sb * 256);
     let b = b.add(sb * 256 * TILE);
     let (ka, kb) = (w.k, 64usize);
-    macro_rules! sb {
-        ($l:literal, $h:literal) => {
+    // One 64-element step: activation tile into tmm`$b`, then each plane against it.
+    macro_rules! step {
+        ($l:literal, $h:literal, $b:literal, $o:literal, $ob:literal) => {
             asm!(
-                concat!("tilezero tmm", $l),
-                concat!("tilezero tmm", $h),
-                "tileloadd tmm3, [{b} + {kb}*1]",
-                "tileloadd tmm2, [{lo} + {ka}*1]",
-                concat!("tdpbusd tmm", $l, ", tmm2, tmm3"),
-                "tileloadd tmm4, [{hi} + {ka}*1]",
-                concat!("tdpbusd tmm", $h, ", tmm4, tmm3"),
-                "tileloadd tmm5, [{b} + {kb}*1 + 1024]",
-                "tileloadd tmm2, [{lo} + {ka}*1 + 64]",
-                concat!("tdpbusd tmm", $l, ", tmm2, tmm5"),
-                "tileloadd tmm4, [{hi} + {ka}*1 + 64]",
-                concat!("tdpbusd tmm", $h, ", tmm4, tmm5"),
-                "tileloadd tmm3, [{b} + {kb}*1 + 2048]",
-                "tileloadd tmm2, [{lo} + {ka}*1 + 128]",
-                concat!("tdpbusd tmm", $l, ", tmm2, tmm3"),
-                "tileloadd tmm4, [{hi} + {ka}*1 + 128]",
-                concat!("tdpbusd tmm", $h, ", tmm4, tmm3"),
-                "tileloadd tmm5, [{b} + {kb}*1 + 3072]",
-                "tileloadd tmm2, [{lo} + {ka}*1 + 192]",
-                concat!("tdpbusd tmm", $l, ", tmm2, tmm5"),
-                "tileloadd tmm4, [{hi} + {ka}*1 + 192]",
-                concat!("tdpbusd tmm", $h, ", tmm4, tmm5"),
+                concat!("tileloadd tmm", $b, ", [{b} + {kb}*1 + ", $ob, "]"),
+                concat!("tileloadd tmm2, [{lo} + {ka}*1 + ", $o, "]"),
+                concat!("tdpbusd tmm", $l, ", tmm2, tmm", $b),
+                concat!("tileloadd tmm4, [{hi} + {ka}*1 + ", $o, "]"),
+                concat!("tdpbusd tmm", $h, ", tmm4, tmm", $b),
                 lo = in(reg) lo,
                 hi = in(reg) hi,
                 ka = in(reg) ka,
@@ -680,6 +664,19 @@ unsafe fn planes_product(w: &Planes, b: *const i8, sb: usize) {
                 options(nostack),
             )
         };
+    }
+    macro_rules! sb {
+        ($l:literal, $h:literal) => {{
+            asm!(
+                concat!("tilezero tmm", $l),
+                concat!("tilezero tmm", $h),
+                options(nostack, nomem)
+            );
+            step!($l, $h, "3", "0", "0");
+            step!($l, $h, "5", "64", "1024");
+            step!($l, $h, "3", "128", "2048");
+            step!($l, $h, "5", "192", "3072");
+        }};
     }
     if sb.is_multiple_of(2) {
         sb!("0", "1");
