@@ -561,6 +561,7 @@ impl<'a> RowDot<'a> {
     /// instead of per row. Each row gets the bits [`Self::dot_rows`] gives it for one token.
     pub fn dot_weight_rows(&self, w: &[u8], row_bytes: usize, out: &mut [f32]) {
         let nb = self.nb;
+        assert_eq!(w.len(), out.len() * row_bytes, "one output per weight row");
         let rows = w.chunks_exact(row_bytes).zip(out.iter_mut());
         // SAFETY: as in `dot_rows`: kernels for this CPU, reading one row of `nb` blocks of
         // each (the weight rows are whole rows, the activations bounds-checked here).
