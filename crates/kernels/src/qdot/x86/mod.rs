@@ -93,7 +93,7 @@ const PF_L1: usize = 512;
 /// L2 (`T1`) instead of L1 took Q4_K from ~75% to ~85% of the bandwidth probe, Q8_0 ~88% to
 /// ~100%, Q6_K ~78% to ~93% (a request to L1 holds one of its few fill buffers until the
 /// line arrives from memory; L2 keeps many more in flight); the near ones into L1 took Q4_K
-/// from 20-21.6 to 22.6-25.3 GB/s, Q6_K and Q8_0 a few percent (256 or 1024 bytes measured
+/// from 19.7-21.6 to mostly 23-25 GB/s, Q6_K and Q8_0 a few percent (256 or 1024 bytes measured
 /// alike).
 #[inline(always)]
 unsafe fn prefetch(p: *const u8, bytes: usize) {
