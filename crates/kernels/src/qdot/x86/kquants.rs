@@ -6,7 +6,8 @@
 //! exact i32 lanes, take the mins or the quants' offset through the activations' `bsums`, and
 //! add the block into f32 vector accumulators with one FMA by `d_w * d_a` (and one by
 //! `dmin_w * d_a`). One horizontal sum per row. Each block also prefetches the weight bytes
-//! [`PF`] ahead: the hardware prefetcher alone leaves a single thread short of the bus.
+//! ahead ([`super::prefetch`]): the hardware prefetcher alone leaves a single thread short of
+//! the bus.
 //!
 //! AVX-512 works on 64 quants per register: a 32-byte group of packed quants is loaded into
 //! both halves (a broadcast load, no shuffle) and the upper half shifted to its other bit

@@ -18,8 +18,9 @@
 //! with the activations as stored; the fifth bits of Q5_* are a 64-bit mask) and gathers the
 //! four blocks' scales with `vpermt2w` / `vpermt2ps`. Q8_0 on AVX-512 stays on 256-bit VNNI:
 //! with nothing to unpack, two blocks per register measured no faster. Blocks left over after
-//! the groups (fewer than four) go one by one. Weights are prefetched [`PF`] bytes ahead, since
-//! one thread's hardware prefetcher alone leaves it well short of the memory bus.
+//! the groups (fewer than four) go one by one. Weights are prefetched ahead
+//! ([`super::prefetch`]), since one thread's hardware prefetcher alone leaves it well short
+//! of the memory bus.
 
 use super::kquants::check_row;
 use super::prefetch;
