@@ -756,11 +756,25 @@ unsafe fn planes_store(sb: usize, sums: &mut Sums) {
     }
 }
 
+/// One super-block's stored sums (`sums`: the low plane's, then the high plane's) into the
+/// rows' token lanes: `acc[r] += f32(lo + 256 hi) * d_w[r] * da`.
+#[inline(always)]
+unsafe fn add_planes(acc: &mut [__m512; TILE], sums: &Sums, dw: *const f32, da: __m512) {
+    let (l, h) = (sums.0[0].as_ptr(), sums.0[1].as_ptr());
+    for (r, acc) in acc.iter_mut().enumerate() {
+        let lo = _mm512_loadu_si512(l.add(r * TILE) as *const _);
+        let hi = _mm512_loadu_si512(h.add(r * TILE) as *const _);
+        let v = _mm512_cvtepi32_ps(_mm512_add_epi32(lo, _mm512_slli_epi32::<8>(hi)));
+        *acc = _mm512_fmadd_ps(v, _mm512_mul_ps(_mm512_set1_ps(*dw.add(r)), da), *acc);
+    }
+}
+
 /// Every token tile of `p` against the 16 rows of `w`; per super-block and row
 /// `acc += f32(Σ lo a + 256 Σ hi a) * d_row * da_token`, then the offsets as in [`run`].
 ///
 /// # Safety
-/// [`available`]; `w` filled; `p` built from Q8_K activations of `w.k` elements for Q4_K;
+/// [`available`]; `w` filled; `p` built from Q8_K activations of `w.k` elements for Q4_K
+/// or Q5_K;
 /// `out` valid for `w.n` rows of every token of `p`.
 #[target_feature(enable = "avx512f,avx512bw")]
 pub unsafe fn run_planes(w: &Planes, p: &Panel, out: Out) {
@@ -788,13 +802,7 @@ pub unsafe fn run_planes(w: &Planes, p: &Panel, out: Out) {
             let dw = w.d.as_ptr().add(sb * TILE);
             for (t, acc) in acc.iter_mut().enumerate() {
                 let da = _mm512_loadu_ps(d.add((t * nsb + sb) * TILE));
-                let (l, h) = (sums2[t].0[0].as_ptr(), sums2[t].0[1].as_ptr());
-                for (r, acc) in acc.iter_mut().enumerate() {
-                    let lo = _mm512_loadu_si512(l.add(r * TILE) as *const _);
-                    let hi = _mm512_loadu_si512(h.add(r * TILE) as *const _);
-                    let v = _mm512_cvtepi32_ps(_mm512_add_epi32(lo, _mm512_slli_epi32::<8>(hi)));
-                    *acc = _mm512_fmadd_ps(v, _mm512_mul_ps(_mm512_set1_ps(*dw.add(r)), da), *acc);
-                }
+                add_planes(acc, &sums2[t], dw, da);
             }
         }
         for (t, acc) in acc.iter_mut().enumerate() {
@@ -812,14 +820,7 @@ pub unsafe fn run_planes(w: &Planes, p: &Panel, out: Out) {
             }
             planes_store(sb, &mut sums);
             let da = _mm512_loadu_ps(d.add(sb * TILE));
-            let dw = w.d.as_ptr().add(sb * TILE);
-            let (l, h) = (sums.0[0].as_ptr(), sums.0[1].as_ptr());
-            for (r, acc) in acc.iter_mut().enumerate() {
-                let lo = _mm512_loadu_si512(l.add(r * TILE) as *const _);
-                let hi = _mm512_loadu_si512(h.add(r * TILE) as *const _);
-                let v = _mm512_cvtepi32_ps(_mm512_add_epi32(lo, _mm512_slli_epi32::<8>(hi)));
-                *acc = _mm512_fmadd_ps(v, _mm512_mul_ps(_mm512_set1_ps(*dw.add(r)), da), *acc);
-            }
+            add_planes(&mut acc, &sums, w.d.as_ptr().add(sb * TILE), da);
         }
         finish(&mut acc, Some(&w.o), 32, p, tile, w.n, &mut res, out);
     }
