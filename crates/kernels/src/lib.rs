@@ -12,6 +12,7 @@ pub mod ops;
 pub mod pool;
 pub mod qdot;
 pub mod quants;
+pub mod reuse;
 pub mod threads;
 pub mod vecf32;
 

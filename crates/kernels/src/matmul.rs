@@ -19,6 +19,8 @@ use crate::gemm;
 use crate::ops::WeightRef;
 use crate::pool;
 use crate::qdot::{self, GroupedActs, QuantActs, RowDot};
+use crate::reuse::Stash;
+use std::cell::RefCell;
 use crate::vecf32;
 
 /// Weight rows per task: small enough that threads share uneven work, large enough to
@@ -172,45 +174,70 @@ pub fn takes_tiled_kernel(dtype: DType, t: usize) -> bool {
     }
 }
 
+/// Per-job facts of one [`matmul_many`] call.
+#[derive(Clone, Copy)]
+struct JobInfo {
+    /// Tokens.
+    t: usize,
+    /// On the tiled kernel, against `gemm_acts[i]`.
+    gemm: Option<usize>,
+    /// On the row dots, against `acts[i]` (`None` and not tiled: float weights).
+    act: Option<usize>,
+}
+
+/// A job's weights and how its rows are dotted.
+struct Plan<'a> {
+    w: WeightRef<'a>,
+    t: usize,
+    dot: Dot<'a>,
+}
+
+/// Activations quantized for the tiled kernel: (input pointer, length, activations).
+type GemmActs = (usize, usize, gemm::TiledActs);
+/// Activations quantized for the row dots: (input pointer, length, kind, activations).
+type RowActs = (usize, usize, Option<qdot::ActKind>, QuantActs);
+
+thread_local! {
+    // The vectors of one `matmul_many` call, kept between calls (`reuse`): a decoded token
+    // runs a few hundred matmuls and allocates none of these again.
+    static INFO: Stash<JobInfo> = const { Stash::new() };
+    static GEMM_ACTS: Stash<GemmActs> = const { Stash::new() };
+    static ACTS: Stash<RowActs> = const { Stash::new() };
+    static GROUPED: Stash<Option<GroupedActs>> = const { Stash::new() };
+    static PLANS: Stash<Plan<'static>> = const { Stash::new() };
+    static TASKS: Stash<Task<'static>> = const { Stash::new() };
+    /// Each participant's scratch: a float row, the tiled kernel's buffers, a `[n, t]` block.
+    static SCRATCH: RefCell<(Vec<f32>, gemm::Scratch, Vec<f32>)> = RefCell::default();
+}
+
 /// Run every job; see the module docs.
 pub fn matmul_many(jobs: &mut [MatJob<'_>]) -> Result<(), KernelError> {
-    // Shapes.
-    let mut ts = Vec::with_capacity(jobs.len());
+    // Shapes, and which jobs take the tiled kernel (activations quantized for it once per
+    // distinct input).
+    let mut info: Vec<JobInfo> = Stash::take(&INFO);
+    let mut gemm_acts: Vec<GemmActs> = Stash::take(&GEMM_ACTS);
     for j in jobs.iter() {
         let k = j.w.cols;
         assert!(k > 0 && j.x.len() % k == 0, "matmul: activation shape");
         let t = j.x.len() / k;
         assert_eq!(j.out.len(), t * j.w.rows, "matmul: output shape");
-        ts.push(t);
-    }
-    // Tiled jobs: activations quantized once per distinct input.
-    let tiled: Vec<bool> = jobs
-        .iter()
-        .zip(&ts)
-        .map(|(j, &t)| takes_tiled_kernel(j.w.dtype, t))
-        .collect();
-    let mut gemm_acts: Vec<(usize, usize, gemm::TiledActs)> = Vec::new();
-    let mut gemm_of = vec![None; jobs.len()];
-    for (ji, j) in jobs.iter().enumerate().filter(|(ji, _)| tiled[*ji]) {
-        let key = (j.x.as_ptr() as usize, j.x.len());
-        let found = gemm_acts
-            .iter()
-            .position(|a| (a.0, a.1) == key && a.2.fits(j.w.dtype));
-        gemm_of[ji] = Some(match found {
-            Some(i) => i,
-            None => {
+        let gemm = takes_tiled_kernel(j.w.dtype, t).then(|| {
+            let key = (j.x.as_ptr() as usize, j.x.len());
+            let found = gemm_acts
+                .iter()
+                .position(|a| (a.0, a.1) == key && a.2.fits(j.w.dtype));
+            found.unwrap_or_else(|| {
                 let a = gemm::TiledActs::quantize(j.w.dtype, j.x, j.w.cols);
                 gemm_acts.push((key.0, key.1, a));
                 gemm_acts.len() - 1
-            }
+            })
         });
+        info.push(JobInfo { t, gemm, act: None });
     }
-    // Quantize activations once per distinct (activations, format).
-    let mut acts: Vec<(usize, usize, Option<qdot::ActKind>, QuantActs)> = Vec::new(); // (ptr, len, kind, q)
-    let mut act_of = Vec::with_capacity(jobs.len());
-    for (ji, j) in jobs.iter().enumerate() {
-        if tiled[ji] {
-            act_of.push(None);
+    // The other jobs' activations, quantized once per distinct (activations, format).
+    let mut acts: Vec<RowActs> = Stash::take(&ACTS);
+    for (j, inf) in jobs.iter().zip(info.iter_mut()) {
+        if inf.gemm.is_some() {
             continue;
         }
         let key = (
@@ -221,57 +248,52 @@ pub fn matmul_many(jobs: &mut [MatJob<'_>]) -> Result<(), KernelError> {
         let found = acts
             .iter()
             .position(|a| (a.0, a.1, a.2) == key && key.2.is_some());
-        act_of.push(match found {
+        inf.act = match found {
             Some(i) => Some(i),
-            None => match QuantActs::for_weight(j.w.dtype, j.x, j.w.cols) {
-                Some(q) => {
-                    acts.push((key.0, key.1, key.2, q));
-                    Some(acts.len() - 1)
-                }
-                None => None,
-            },
-        });
+            None => QuantActs::for_weight(j.w.dtype, j.x, j.w.cols).map(|q| {
+                acts.push((key.0, key.1, key.2, q));
+                acts.len() - 1
+            }),
+        };
     }
     let table = qdot::table();
     // Jobs of several tokens on a format with grouped multi-row kernels: their activations
     // also rearranged into groups, once per distinct input (the kernels give each token the
     // bits of its single-row dot, so the one-token jobs of decode need no groups).
-    let grouped: Vec<Option<GroupedActs>> = acts
-        .iter()
-        .enumerate()
-        .map(|(i, a)| {
-            jobs.iter()
-                .zip(&act_of)
-                .zip(&ts)
-                .find(|((j, &ai), &t)| ai == Some(i) && t > 1 && table.g.has(j.w.dtype))
-                .and_then(|((j, _), _)| GroupedActs::new(&a.3, j.w.cols))
-        })
-        .collect();
-    let dots: Vec<Dot<'_>> = jobs
-        .iter()
-        .zip(&act_of)
-        .zip(&gemm_of)
-        .map(|((j, a), g)| match (a, g) {
-            (_, Some(g)) => Dot::Gemm(&gemm_acts[*g].2),
+    let mut grouped: Vec<Option<GroupedActs>> = Stash::take(&GROUPED);
+    grouped.extend(acts.iter().enumerate().map(|(i, a)| {
+        jobs.iter()
+            .zip(info.iter())
+            .find(|(j, inf)| inf.act == Some(i) && inf.t > 1 && table.g.has(j.w.dtype))
+            .and_then(|(j, _)| GroupedActs::new(&a.3, j.w.cols))
+    }));
+    let mut plans: Vec<Plan<'_>> = Stash::take(&PLANS);
+    plans.extend(jobs.iter().zip(info.iter()).map(|(j, inf)| {
+        let dot = match (inf.act, inf.gemm) {
+            (_, Some(g)) => Dot::Gemm(&gemm_acts[g].2),
             (Some(i), None) => {
-                let rd = RowDot::new(table, j.w.dtype, &acts[*i].3, j.w.cols)
+                let rd = RowDot::new(table, j.w.dtype, &acts[i].3, j.w.cols)
                     .expect("activations are quantized for this weight type");
-                Dot::Quant(match &grouped[*i] {
+                Dot::Quant(match &grouped[i] {
                     Some(ga) => rd.with_groups(table, j.w.dtype, ga),
                     None => rd,
                 })
             }
             (None, None) => Dot::Float(j.x),
-        })
-        .collect();
-    let weights: Vec<WeightRef<'_>> = jobs.iter().map(|j| j.w).collect();
-    let mut tasks: Vec<Task<'_>> = Vec::new();
-    for (ji, j) in jobs.iter_mut().enumerate() {
-        let t = ts[ji];
+        };
+        Plan {
+            w: j.w,
+            t: inf.t,
+            dot,
+        }
+    }));
+    let mut tasks: Vec<Task<'_>> = Stash::take(&TASKS);
+    for (ji, (j, inf)) in jobs.iter_mut().zip(info.iter()).enumerate() {
+        let t = inf.t;
         if t == 0 {
             continue;
         }
-        if t > 1 || tiled[ji] {
+        if t > 1 || inf.gemm.is_some() {
             // Tiled jobs (several tokens, or any under `with_tiled`) and the per-row dots of
             // several tokens write the `[t, rows]` output themselves, a task's rows at a time.
             let out = OutPtr(j.out.as_mut_ptr());
@@ -280,7 +302,7 @@ pub fn matmul_many(jobs: &mut [MatJob<'_>]) -> Result<(), KernelError> {
                 tasks.push(Task {
                     job: ji,
                     first_row,
-                    dst: if tiled[ji] {
+                    dst: if inf.gemm.is_some() {
                         Dst::Out(out, n)
                     } else {
                         Dst::Strided(out, n)
@@ -297,58 +319,86 @@ pub fn matmul_many(jobs: &mut [MatJob<'_>]) -> Result<(), KernelError> {
             });
         }
     }
-    let max_k = weights.iter().map(|w| w.cols).max().unwrap_or(0);
-    let float = weights.iter().any(|w| !w.dtype.is_quantized_for_dot());
+    let max_k = plans
+        .iter()
+        .filter(|p| matches!(p.dot, Dot::Float(_)))
+        .map(|p| p.w.cols)
+        .max()
+        .unwrap_or(0);
     let kernel = gemm::Kernel::best();
-    pool::try_for_each_mut_init(
-        &mut tasks,
-        || {
-            (
-                vec![0f32; if float { max_k } else { 0 }],
-                gemm::Scratch::default(),
-                Vec::new(),
-            )
-        },
-        |(row_f32, bufs, tmp), _, task| -> Result<(), KernelError> {
-            let w = &weights[task.job];
-            let t = ts[task.job];
-            let rb = w.row_bytes();
-            let dst = match &mut task.dst {
-                Dst::Rows(d) => d,
-                &mut Dst::Strided(out, n) => {
-                    // The task's rows for every token, `[n, t]`, then scattered into place.
-                    tmp.clear();
-                    tmp.resize(n * t, 0f32);
-                    dot_into(w, &dots[task.job], task.first_row, t, tmp, row_f32)?;
-                    for (i, d) in tmp.chunks_exact(t).enumerate() {
-                        for (c, &v) in d.iter().enumerate() {
-                            // SAFETY: row `first_row + i < rows` of token `c < t` is inside the
-                            // `[t, rows]` output; only this task writes its rows.
-                            unsafe { *out.0.add(c * w.rows + task.first_row + i) = v };
-                        }
-                    }
-                    return Ok(());
-                }
-                &mut Dst::Out(out, n) => {
-                    let Dot::Gemm(a) = &dots[task.job] else {
-                        unreachable!("only tiled jobs write their output directly")
-                    };
-                    let data = &w.data[task.first_row * rb..(task.first_row + n) * rb];
-                    let out = gemm::Out {
-                        // SAFETY: row `first_row + r` of token `c` is `c * rows + first_row + r`,
-                        // inside the `[t, rows]` output; no other task writes these rows.
-                        ptr: unsafe { out.0.add(task.first_row) },
-                        ld: w.rows,
-                    };
-                    // SAFETY: as above; `kernel` was chosen for this CPU; `a` was quantized for
-                    // this job's weights.
-                    unsafe { gemm::run_rows(kernel, w.dtype, data, rb, n, w.cols, a, bufs, out) };
-                    return Ok(());
-                }
+    let result = pool::try_for_each_mut(&mut tasks, |_, task| -> Result<(), KernelError> {
+        let mut fresh = None;
+        SCRATCH.with(|s| {
+            // Nested in another call's task on this thread (not done today): its own scratch.
+            let mut held = s.try_borrow_mut().ok();
+            let (row_f32, bufs, tmp) = match held.as_deref_mut() {
+                Some(s) => s,
+                None => fresh.insert(Default::default()),
             };
-            dot_into(w, &dots[task.job], task.first_row, t, dst, row_f32)
-        },
-    )
+            if row_f32.len() < max_k {
+                row_f32.resize(max_k, 0.0);
+            }
+            run_task(&plans[task.job], task, kernel, row_f32, bufs, tmp)
+        })
+    });
+    // Everything back for the next call; the quantized activations' buffers too.
+    Stash::put(&TASKS, tasks);
+    Stash::put(&PLANS, plans);
+    Stash::put(&GROUPED, grouped);
+    for (.., q) in acts.drain(..) {
+        q.recycle();
+    }
+    Stash::put(&ACTS, acts);
+    Stash::put(&GEMM_ACTS, gemm_acts);
+    Stash::put(&INFO, info);
+    result
+}
+
+/// One task of [`matmul_many`]: its rows of its job, for every token.
+fn run_task(
+    plan: &Plan<'_>,
+    task: &mut Task<'_>,
+    kernel: gemm::Kernel,
+    row_f32: &mut [f32],
+    bufs: &mut gemm::Scratch,
+    tmp: &mut Vec<f32>,
+) -> Result<(), KernelError> {
+    let (w, t) = (&plan.w, plan.t);
+    let rb = w.row_bytes();
+    let dst = match &mut task.dst {
+        Dst::Rows(d) => d,
+        &mut Dst::Strided(out, n) => {
+            // The task's rows for every token, `[n, t]`, then scattered into place.
+            tmp.clear();
+            tmp.resize(n * t, 0f32);
+            dot_into(w, &plan.dot, task.first_row, t, tmp, row_f32)?;
+            for (i, d) in tmp.chunks_exact(t).enumerate() {
+                for (c, &v) in d.iter().enumerate() {
+                    // SAFETY: row `first_row + i < rows` of token `c < t` is inside the
+                    // `[t, rows]` output; only this task writes its rows.
+                    unsafe { *out.0.add(c * w.rows + task.first_row + i) = v };
+                }
+            }
+            return Ok(());
+        }
+        &mut Dst::Out(out, n) => {
+            let Dot::Gemm(a) = &plan.dot else {
+                unreachable!("only tiled jobs write their output directly")
+            };
+            let data = &w.data[task.first_row * rb..(task.first_row + n) * rb];
+            let out = gemm::Out {
+                // SAFETY: row `first_row + r` of token `c` is `c * rows + first_row + r`,
+                // inside the `[t, rows]` output; no other task writes these rows.
+                ptr: unsafe { out.0.add(task.first_row) },
+                ld: w.rows,
+            };
+            // SAFETY: as above; `kernel` was chosen for this CPU; `a` was quantized for
+            // this job's weights.
+            unsafe { gemm::run_rows(kernel, w.dtype, data, rb, n, w.cols, a, bufs, out) };
+            return Ok(());
+        }
+    };
+    dot_into(w, &plan.dot, task.first_row, t, dst, row_f32)
 }
 
 /// Rows `first_row..` of `w` (as many as `dst` holds, `t` values each) dotted with every

@@ -322,6 +322,34 @@ pub fn for_each_mut<T: Send>(items: &mut [T], f: impl Fn(usize, &mut T) + Sync) 
     });
 }
 
+/// [`for_each_mut`] that stops early at the first error, which it returns (which tasks ran is
+/// then open). Allocates nothing.
+pub fn try_for_each_mut<T: Send, E: Send>(
+    items: &mut [T],
+    f: impl Fn(usize, &mut T) -> Result<(), E> + Sync,
+) -> Result<(), E> {
+    let n = items.len();
+    let ptr = Items(items.as_mut_ptr());
+    let failed = AtomicBool::new(false);
+    let error: Mutex<Option<E>> = Mutex::new(None);
+    run(n, &|_, i| {
+        if failed.load(Ordering::Relaxed) {
+            return;
+        }
+        // SAFETY: `i < n` and each index is run once.
+        if let Err(e) = f(i, unsafe { ptr.get(i) }) {
+            failed.store(true, Ordering::Relaxed);
+            if let Ok(mut g) = error.lock() {
+                g.get_or_insert(e);
+            }
+        }
+    });
+    match error.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
 /// [`for_each_mut`] with a scratch value per participant, made by `init` when it first runs a
 /// task; stops early at the first error, which it returns (which tasks ran is then open).
 pub fn try_for_each_mut_init<T: Send, S: Send, E: Send>(

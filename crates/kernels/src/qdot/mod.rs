@@ -433,7 +433,7 @@ impl QuantActs {
     /// Quantize `x` (`rows` rows of `k`) for weights of type `w`; `None` for float weights.
     pub fn for_weight(w: DType, x: &[f32], k: usize) -> Option<QuantActs> {
         let rows = x.len() / k.max(1);
-        fn run<B: Default + Clone + Send>(
+        fn run<B: Default + Clone + Send + Spare>(
             x: &[f32],
             k: usize,
             rows: usize,
@@ -441,7 +441,8 @@ impl QuantActs {
             f: fn(&[f32], &mut [B]),
         ) -> Vec<B> {
             let nb = k / per;
-            let mut out = vec![B::default(); rows * nb];
+            let mut out = B::take();
+            out.resize(rows * nb, B::default());
             if rows >= 8 {
                 let mut pairs: Vec<_> = out.chunks_mut(nb).zip(x.chunks(k)).collect();
                 crate::pool::for_each_mut(&mut pairs, |_, (o, x)| f(x, o));
@@ -463,7 +464,77 @@ impl QuantActs {
             DType::F32 | DType::F16 | DType::BF16 | DType::F8E4M3 | DType::Q8K => return None,
         })
     }
+
+    /// Keep these activations' buffer for the next [`QuantActs::for_weight`] on this thread.
+    pub fn recycle(self) {
+        match self {
+            QuantActs::Q8_0(v) => BlockQ8_0x::put(v),
+            QuantActs::Q8_1(v) => BlockQ8_1x::put(v),
+            QuantActs::Q8K(v) => BlockQ8Kx::put(v),
+        }
+    }
 }
+
+/// Activation blocks whose buffers are kept per thread between matmuls (a decode step
+/// quantizes a few dozen inputs; see [`crate::reuse`]).
+trait Spare: Sized + 'static {
+    /// An empty buffer, kept or new.
+    fn take() -> Vec<Self>;
+    /// Keep `v`'s allocation (emptied) for a later [`Spare::take`].
+    fn put(v: Vec<Self>);
+}
+
+/// Buffers kept per block type and thread: a decode step's matmuls hold at most a few
+/// distinct inputs' activations at once.
+const SPARES: usize = 8;
+
+/// Larger buffers (a prompt's activations) are freed rather than kept.
+const SPARE_MAX_BYTES: usize = 1 << 20;
+
+type Kept<B> = std::cell::RefCell<Vec<Vec<B>>>;
+
+thread_local! {
+    static KEPT_Q8_0: Kept<BlockQ8_0x> = const { std::cell::RefCell::new(Vec::new()) };
+    static KEPT_Q8_1: Kept<BlockQ8_1x> = const { std::cell::RefCell::new(Vec::new()) };
+    static KEPT_Q8K: Kept<BlockQ8Kx> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+fn take_kept<B>(key: &'static std::thread::LocalKey<Kept<B>>) -> Vec<B> {
+    key.with(|k| k.try_borrow_mut().ok().and_then(|mut k| k.pop()))
+        .unwrap_or_default()
+}
+
+fn put_kept<B>(key: &'static std::thread::LocalKey<Kept<B>>, mut v: Vec<B>) {
+    if v.capacity() == 0 || v.capacity() * size_of::<B>() > SPARE_MAX_BYTES {
+        return;
+    }
+    v.clear();
+    key.with(|k| {
+        if let Ok(mut k) = k.try_borrow_mut() {
+            if k.len() < SPARES {
+                let n = k.len();
+                k.reserve_exact(SPARES - n);
+                k.push(v);
+            }
+        }
+    });
+}
+
+macro_rules! spare {
+    ($t:ty, $key:ident) => {
+        impl Spare for $t {
+            fn take() -> Vec<Self> {
+                take_kept(&$key)
+            }
+            fn put(v: Vec<Self>) {
+                put_kept(&$key, v)
+            }
+        }
+    };
+}
+spare!(BlockQ8_0x, KEPT_Q8_0);
+spare!(BlockQ8_1x, KEPT_Q8_1);
+spare!(BlockQ8Kx, KEPT_Q8K);
 
 /// A dot product of a weight row with activation row `i`, for one weight format.
 #[derive(Clone, Copy)]

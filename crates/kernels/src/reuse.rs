@@ -1,0 +1,179 @@
+//! Buffers kept between calls on the same thread, so that a decoded token's forward pass
+//! allocates nothing once the first steps have sized them.
+//!
+//! Two kinds:
+//! - [`Stash`]: one vector's allocation per call site, lent out empty for the call and put back
+//!   at its end ([`Stash::take`], [`Stash::put`]). The vector may hold borrowed types (a task
+//!   list that points into this call's outputs): the stash keeps it as a `'static` twin of the
+//!   same layout, always empty between calls.
+//! - [`floats`] / [`give`]: a per-thread free list of `f32` buffers for the activations the
+//!   model's layers hand each other.
+//!
+//! A call nested in another that uses the same stash (or a vector never put back, on an early
+//! error return) just allocates a new one: the stashes change when memory is allocated, never
+//! what is computed.
+
+use std::cell::{Cell, RefCell};
+use std::thread::LocalKey;
+
+/// `v`'s allocation, emptied, as a vector of `U`, which must have `T`'s size and alignment
+/// (in practice: the same type with other lifetimes).
+pub fn recycle<T, U>(mut v: Vec<T>) -> Vec<U> {
+    const {
+        assert!(size_of::<T>() == size_of::<U>() && align_of::<T>() == align_of::<U>());
+    }
+    v.clear();
+    let mut v = std::mem::ManuallyDrop::new(v);
+    // SAFETY: the vector is empty, so no value is reinterpreted; its allocation was made for
+    // `capacity` values of `T`, which has `U`'s size and alignment, so it is the allocation
+    // `Vec<U>` with that capacity would have made (and frees the same way).
+    unsafe { Vec::from_raw_parts(v.as_mut_ptr().cast::<U>(), 0, v.capacity()) }
+}
+
+/// One vector's allocation, kept empty between calls (see the module docs). `S` is the
+/// element type with `'static` in place of its lifetimes.
+pub struct Stash<S>(Cell<Vec<S>>);
+
+impl<S> Stash<S> {
+    pub const fn new() -> Stash<S> {
+        Stash(Cell::new(Vec::new()))
+    }
+
+    /// The kept vector (empty; a new one if another call holds it), as elements of type `T`.
+    pub fn take<T>(key: &'static LocalKey<Stash<S>>) -> Vec<T> {
+        recycle(key.with(|s| s.0.take()))
+    }
+
+    /// Keep `v`'s allocation (emptied) for the next [`Stash::take`].
+    pub fn put<T>(key: &'static LocalKey<Stash<S>>, v: Vec<T>) {
+        let v = recycle(v);
+        key.with(|s| {
+            // Keep the larger of two (a nested call's vector may come back first).
+            let old = s.0.take();
+            s.0.set(if old.capacity() > v.capacity() { old } else { v });
+        });
+    }
+}
+
+impl<S> Default for Stash<S> {
+    fn default() -> Self {
+        Stash::new()
+    }
+}
+
+/// Buffers above this many floats are freed rather than kept: a prompt's big activations
+/// should not stay allocated while the sequence decodes (decode's largest buffer, the
+/// logits, is one vocabulary wide: 102400 floats on DeepSeek-V2, 152064 on Qwen2).
+pub const KEEP_MAX_FLOATS: usize = 1 << 18;
+
+/// Buffers kept per thread at most.
+pub const KEEP_MAX: usize = 48;
+
+thread_local! {
+    static FLOATS: RefCell<Vec<Vec<f32>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// `len` zeros, in a kept buffer when one is large enough (the smallest such), else newly
+/// allocated.
+pub fn floats(len: usize) -> Vec<f32> {
+    let kept = FLOATS.with(|f| {
+        let mut f = f.try_borrow_mut().ok()?;
+        let i = f
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| v.capacity() >= len)
+            .min_by_key(|(_, v)| v.capacity())
+            .map(|(i, _)| i)?;
+        Some(f.swap_remove(i))
+    });
+    match kept {
+        Some(mut v) => {
+            v.clear();
+            v.resize(len, 0.0);
+            v
+        }
+        None => vec![0.0; len],
+    }
+}
+
+/// A copy of `x` in a buffer from [`floats`].
+pub fn floats_from(x: &[f32]) -> Vec<f32> {
+    let mut v = floats(0);
+    v.extend_from_slice(x);
+    v
+}
+
+/// Keep `v` for a later [`floats`] on this thread (unless it is too large, or enough are kept:
+/// then the smallest goes).
+pub fn give(v: Vec<f32>) {
+    if v.capacity() == 0 || v.capacity() > KEEP_MAX_FLOATS {
+        return;
+    }
+    FLOATS.with(|f| {
+        let Ok(mut f) = f.try_borrow_mut() else {
+            return;
+        };
+        if f.len() < KEEP_MAX {
+            // The list's own allocation is made once (`KEEP_MAX` entries).
+            let n = f.len();
+            f.reserve_exact(KEEP_MAX - n);
+            f.push(v);
+        } else if let Some((i, _)) = f
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, k)| k.capacity())
+            .filter(|(_, k)| k.capacity() < v.capacity())
+        {
+            f[i] = v;
+        }
+    });
+}
+
+/// [`give`] every buffer of `vs`.
+pub fn give_all(vs: impl IntoIterator<Item = Vec<f32>>) {
+    vs.into_iter().for_each(give);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    thread_local! {
+        static NAMES: Stash<&'static str> = const { Stash::new() };
+    }
+
+    #[test]
+    fn a_stash_lends_its_allocation_again() {
+        let owned = String::from("borrowed");
+        let mut v: Vec<&str> = Stash::take(&NAMES);
+        v.extend([owned.as_str(); 10]);
+        let cap = v.capacity();
+        let ptr = v.as_ptr() as usize;
+        Stash::put(&NAMES, v);
+        let w: Vec<&str> = Stash::take(&NAMES);
+        assert!(w.is_empty());
+        assert_eq!((w.capacity(), w.as_ptr() as usize), (cap, ptr));
+        // Taken again while lent: a fresh, empty vector.
+        let x: Vec<&str> = Stash::take(&NAMES);
+        assert_eq!(x.capacity(), 0);
+        Stash::put(&NAMES, w);
+    }
+
+    #[test]
+    fn floats_come_back_zeroed_and_reused() {
+        let mut a = floats(1000);
+        a.iter_mut().for_each(|v| *v = 1.5);
+        let ptr = a.as_ptr() as usize;
+        give(a);
+        let b = floats(900);
+        assert_eq!(b.as_ptr() as usize, ptr);
+        assert!(b.len() == 900 && b.iter().all(|&v| v == 0.0));
+        // Too large to keep: the list does not grow.
+        let kept = || FLOATS.with(|f| f.borrow().len());
+        let before = kept();
+        give(floats(KEEP_MAX_FLOATS + 1));
+        assert_eq!(kept(), before);
+        give(b);
+        assert_eq!(kept(), before + 1);
+    }
+}
