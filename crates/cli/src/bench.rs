@@ -122,9 +122,12 @@ pub fn bench(a: BenchArgs, n_threads: usize) -> Result<()> {
     let tg = |seed: u64| -> Result<f64> {
         let ids = token_ids(a.n_gen, vocab, seed);
         let mut s = Session::new(model.as_ref());
+        // The cache sized up front, as llama-bench's context is.
+        s.reserve(ids.len());
         let t = Instant::now();
         for &id in &ids {
-            s.feed_last(&[id])?;
+            // Each step's logits buffer serves the next one.
+            mixture_kernels::reuse::give(s.feed_last(&[id])?);
         }
         Ok(a.n_gen as f64 / t.elapsed().as_secs_f64())
     };

@@ -43,6 +43,11 @@ pub struct Sampler {
     rng: StdRng,
     /// How often each token was generated (kept only when a penalty is set).
     counts: HashMap<u32, u32>,
+    /// Working vectors kept between tokens (a decode step allocates nothing once they are
+    /// sized): the penalised logits, the candidates, their probabilities.
+    penalised: Vec<f32>,
+    cand: Vec<(u32, f32)>,
+    probs: Vec<f32>,
 }
 
 impl Sampler {
@@ -52,6 +57,9 @@ impl Sampler {
             params,
             rng,
             counts: HashMap::new(),
+            penalised: Vec::new(),
+            cand: Vec::new(),
+            probs: Vec::new(),
         }
     }
 
@@ -69,14 +77,18 @@ impl Sampler {
     /// Pick the next token from one row of logits, and record it for the penalties.
     pub fn sample(&mut self, logits: &[f32]) -> u32 {
         let tok = if self.penalised() && !self.counts.is_empty() {
-            let mut l = logits.to_vec();
+            let mut l = std::mem::take(&mut self.penalised);
+            l.clear();
+            l.extend_from_slice(logits);
             let (pp, fp) = (self.params.presence_penalty, self.params.frequency_penalty);
             for (&t, &n) in &self.counts {
                 if let Some(v) = l.get_mut(t as usize) {
                     *v -= pp + fp * n as f32;
                 }
             }
-            self.pick(&l)
+            let tok = self.pick(&l);
+            self.penalised = l;
+            tok
         } else {
             self.pick(logits)
         };
@@ -88,13 +100,25 @@ impl Sampler {
         if self.params.temperature <= 0.0 {
             return argmax(logits);
         }
+        let (mut cand, mut probs) = (
+            std::mem::take(&mut self.cand),
+            std::mem::take(&mut self.probs),
+        );
+        let tok = self.pick_in(logits, &mut cand, &mut probs);
+        (self.cand, self.probs) = (cand, probs);
+        tok
+    }
+
+    fn pick_in(&mut self, logits: &[f32], cand: &mut Vec<(u32, f32)>, probs: &mut Vec<f32>) -> u32 {
         let inv_t = 1.0 / self.params.temperature;
-        let mut cand: Vec<(u32, f32)> = logits
-            .iter()
-            .enumerate()
-            .filter(|(_, l)| l.is_finite())
-            .map(|(i, &l)| (i as u32, l * inv_t))
-            .collect();
+        cand.clear();
+        cand.extend(
+            logits
+                .iter()
+                .enumerate()
+                .filter(|(_, l)| l.is_finite())
+                .map(|(i, &l)| (i as u32, l * inv_t)),
+        );
         if cand.is_empty() {
             return argmax(logits);
         }
@@ -106,9 +130,11 @@ impl Sampler {
             cand.select_nth_unstable_by(k - 1, order);
             cand.truncate(k);
         }
-        cand.sort_by(order);
+        // A strict total order: the unstable sort (no allocation) gives the stable one's.
+        cand.sort_unstable_by(order);
         let max = cand[0].1;
-        let mut probs: Vec<f32> = cand.iter().map(|c| (c.1 - max).exp()).collect();
+        probs.clear();
+        probs.extend(cand.iter().map(|c| (c.1 - max).exp()));
         let sum: f32 = probs.iter().sum();
         probs.iter_mut().for_each(|p| *p /= sum);
         if self.params.top_p < 1.0 {

@@ -3,6 +3,7 @@
 use crate::sampler::Sampler;
 use crate::{EngineError, Result};
 use mixture_kernels::ops::log_softmax_at;
+use mixture_kernels::reuse;
 use mixture_model::arch::{Architecture, Logits};
 use mixture_model::{KvCache, ModelError};
 
@@ -44,6 +45,18 @@ impl<'m> Session<'m> {
 
     pub fn is_empty(&self) -> bool {
         self.cache.len == 0
+    }
+
+    /// Make room in the cache for `tokens` more positions (at most up to the context), so that
+    /// decoding them appends in place.
+    pub fn reserve(&mut self, tokens: usize) {
+        let ctx = self.context_length();
+        let room = if ctx > 0 {
+            tokens.min(ctx.saturating_sub(self.cache.len))
+        } else {
+            tokens
+        };
+        self.cache.reserve(room);
     }
 
     /// Forget everything.
@@ -109,6 +122,9 @@ impl<'m> Session<'m> {
             return Err(EngineError::Request("the prompt is empty".into()));
         }
         let ctx = self.model.spec().hparams.context_length;
+        // Room for the whole answer up front (capped at the context): the cache then never
+        // grows (and copies itself) while decoding.
+        self.reserve(prompt.len().saturating_add(max_tokens));
         let mut last = self.feed_last(prompt)?;
         let mut out = Vec::new();
         loop {
@@ -116,6 +132,8 @@ impl<'m> Session<'m> {
                 return Ok((out, StopReason::Length));
             }
             let tok = sampler.sample(&last);
+            // The logits' buffer goes back for the next step's (no allocation per token).
+            reuse::give(std::mem::take(&mut last));
             out.push(tok);
             if !on_token(tok) || stop_ids.contains(&tok) {
                 return Ok((out, StopReason::Stop));

@@ -20,8 +20,8 @@ use crate::ops::WeightRef;
 use crate::pool;
 use crate::qdot::{self, GroupedActs, QuantActs, RowDot};
 use crate::reuse::Stash;
-use std::cell::RefCell;
 use crate::vecf32;
+use std::cell::RefCell;
 
 /// Weight rows per task: small enough that threads share uneven work, large enough to
 /// amortise scheduling.

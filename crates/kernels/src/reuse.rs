@@ -50,7 +50,11 @@ impl<S> Stash<S> {
         key.with(|s| {
             // Keep the larger of two (a nested call's vector may come back first).
             let old = s.0.take();
-            s.0.set(if old.capacity() > v.capacity() { old } else { v });
+            s.0.set(if old.capacity() > v.capacity() {
+                old
+            } else {
+                v
+            });
         });
     }
 }
@@ -96,10 +100,10 @@ pub fn floats(len: usize) -> Vec<f32> {
     }
 }
 
-/// A copy of `x` in a buffer from [`floats`].
+/// A copy of `x` in a buffer from the free list when one is large enough.
 pub fn floats_from(x: &[f32]) -> Vec<f32> {
-    let mut v = floats(0);
-    v.extend_from_slice(x);
+    let mut v = floats(x.len());
+    v.copy_from_slice(x);
     v
 }
 
@@ -132,6 +136,48 @@ pub fn give(v: Vec<f32>) {
 /// [`give`] every buffer of `vs`.
 pub fn give_all(vs: impl IntoIterator<Item = Vec<f32>>) {
     vs.into_iter().for_each(give);
+}
+
+/// An `f32` buffer from [`floats`] that goes back to the thread's free list when dropped:
+/// the activations the layers of a forward pass hand each other.
+#[derive(Debug, Default)]
+pub struct Buf(Vec<f32>);
+
+impl Buf {
+    /// `len` zeros.
+    pub fn zeros(len: usize) -> Buf {
+        Buf(floats(len))
+    }
+
+    /// A copy of `x`.
+    pub fn copy_of(x: &[f32]) -> Buf {
+        Buf(floats_from(x))
+    }
+
+    /// The vector itself, no longer returned to the free list when dropped (hand it to
+    /// [`give`] when done).
+    pub fn into_vec(mut self) -> Vec<f32> {
+        std::mem::take(&mut self.0)
+    }
+}
+
+impl std::ops::Deref for Buf {
+    type Target = Vec<f32>;
+    fn deref(&self) -> &Vec<f32> {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Buf {
+    fn deref_mut(&mut self) -> &mut Vec<f32> {
+        &mut self.0
+    }
+}
+
+impl Drop for Buf {
+    fn drop(&mut self) {
+        give(std::mem::take(&mut self.0));
+    }
 }
 
 #[cfg(test)]

@@ -36,6 +36,16 @@ impl KvCache {
         }
     }
 
+    /// Make room for `tokens` more positions without growing again (the decode loop then
+    /// appends in place). Untouched capacity is address space only: no page of it is resident
+    /// until written.
+    pub fn reserve(&mut self, tokens: usize) {
+        for l in &mut self.layers {
+            l.k.reserve_exact(tokens * l.k_width);
+            l.v.reserve_exact(tokens * l.v_width);
+        }
+    }
+
     /// Drop everything after the first `len` positions.
     pub fn truncate(&mut self, len: usize) {
         for l in &mut self.layers {

@@ -441,7 +441,7 @@ impl QuantActs {
             f: fn(&[f32], &mut [B]),
         ) -> Vec<B> {
             let nb = k / per;
-            let mut out = B::take();
+            let mut out = B::take(rows * nb);
             out.resize(rows * nb, B::default());
             if rows >= 8 {
                 let mut pairs: Vec<_> = out.chunks_mut(nb).zip(x.chunks(k)).collect();
@@ -478,18 +478,19 @@ impl QuantActs {
 /// Activation blocks whose buffers are kept per thread between matmuls (a decode step
 /// quantizes a few dozen inputs; see [`crate::reuse`]).
 trait Spare: Sized + 'static {
-    /// An empty buffer, kept or new.
-    fn take() -> Vec<Self>;
+    /// An empty buffer for `len` blocks: the smallest kept one that holds them, or new.
+    fn take(len: usize) -> Vec<Self>;
     /// Keep `v`'s allocation (emptied) for a later [`Spare::take`].
     fn put(v: Vec<Self>);
 }
 
-/// Buffers kept per block type and thread: a decode step's matmuls hold at most a few
-/// distinct inputs' activations at once.
-const SPARES: usize = 8;
+/// Buffers kept per block type and thread: a decode step's matmuls quantize up to one input
+/// per attention head at once (DeepSeek's absorbed attention: 16 to 128 heads).
+const SPARES: usize = 128;
 
-/// Larger buffers (a prompt's activations) are freed rather than kept.
-const SPARE_MAX_BYTES: usize = 1 << 20;
+/// Bytes kept per block type and thread at most: decode's buffers are a few KiB each; a
+/// prompt's larger activations are freed rather than kept.
+const SPARE_BYTES: usize = 4 << 20;
 
 type Kept<B> = std::cell::RefCell<Vec<Vec<B>>>;
 
@@ -499,22 +500,39 @@ thread_local! {
     static KEPT_Q8K: Kept<BlockQ8Kx> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-fn take_kept<B>(key: &'static std::thread::LocalKey<Kept<B>>) -> Vec<B> {
-    key.with(|k| k.try_borrow_mut().ok().and_then(|mut k| k.pop()))
-        .unwrap_or_default()
+fn take_kept<B>(key: &'static std::thread::LocalKey<Kept<B>>, len: usize) -> Vec<B> {
+    key.with(|k| {
+        let mut k = k.try_borrow_mut().ok()?;
+        let i = k
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| v.capacity() >= len)
+            .min_by_key(|(_, v)| v.capacity())?
+            .0;
+        Some(k.swap_remove(i))
+    })
+    .unwrap_or_else(|| Vec::with_capacity(len))
 }
 
 fn put_kept<B>(key: &'static std::thread::LocalKey<Kept<B>>, mut v: Vec<B>) {
-    if v.capacity() == 0 || v.capacity() * size_of::<B>() > SPARE_MAX_BYTES {
+    let bytes = |v: &Vec<B>| v.capacity() * size_of::<B>();
+    if v.capacity() == 0 {
         return;
     }
     v.clear();
     key.with(|k| {
         if let Ok(mut k) = k.try_borrow_mut() {
-            if k.len() < SPARES {
+            if k.iter().map(bytes).sum::<usize>() + bytes(&v) > SPARE_BYTES {
+                // Over the budget: dropped.
+            } else if k.len() < SPARES {
                 let n = k.len();
                 k.reserve_exact(SPARES - n);
                 k.push(v);
+            } else if let Some(small) = k.iter_mut().min_by_key(|s| s.capacity()) {
+                // Full: keep the larger.
+                if small.capacity() < v.capacity() {
+                    *small = v;
+                }
             }
         }
     });
@@ -523,8 +541,8 @@ fn put_kept<B>(key: &'static std::thread::LocalKey<Kept<B>>, mut v: Vec<B>) {
 macro_rules! spare {
     ($t:ty, $key:ident) => {
         impl Spare for $t {
-            fn take() -> Vec<Self> {
-                take_kept(&$key)
+            fn take(len: usize) -> Vec<Self> {
+                take_kept(&$key, len)
             }
             fn put(v: Vec<Self>) {
                 put_kept(&$key, v)

@@ -14,7 +14,9 @@
 //!
 //! YaRN: the softmax scale is multiplied by `mscale(factor, mscale_all_dim)^2`.
 
-use super::layers::{add_in_place, attention, embed, FeedForward, Ffn, Linear, Moe, RmsNorm};
+use super::layers::{
+    add_in_place, attention, embed, scratch_positions, FeedForward, Ffn, Linear, Moe, RmsNorm,
+};
 use super::rope::{yarn_mscale, Rope};
 use super::{Architecture, BatchItem, BatchRows, Logits};
 use crate::error::{ModelError, Result};
@@ -24,7 +26,9 @@ use crate::names;
 use crate::spec::{MlaParams, ModelSpec, RopeScaling};
 use mixture_kernels::ops::softmax;
 use mixture_kernels::pool;
+use mixture_kernels::reuse::{Buf, Stash};
 use mixture_kernels::vecf32::{axpy_strided, dot_strided};
+use std::cell::RefCell;
 
 /// Fewest new tokens for which attention may take the expanded form: below it both forms are
 /// cheap, and the absorbed one is what llama.cpp computes (so short sequences match it to
@@ -225,12 +229,7 @@ impl Deepseek2 {
     /// a whole batch; each segment names a sequence's rows in it and that sequence's layer
     /// cache `[n_pos, lora + rope]` (new tokens last). The projections run once over all the
     /// segments' rows. Returns `[Σ t, nh * vd]`, the segments' rows in order.
-    fn attend_absorbed(
-        &self,
-        block: &Block,
-        q: &[f32],
-        segs: &[AbsorbSeg<'_>],
-    ) -> Result<Vec<f32>> {
+    fn attend_absorbed(&self, block: &Block, q: &[f32], segs: &[AbsorbSeg<'_>]) -> Result<Buf> {
         let Dims {
             nh,
             nope,
@@ -240,80 +239,97 @@ impl Deepseek2 {
             qd,
             kw,
         } = self.dims();
+        thread_local! {
+            // This function's vectors, kept between calls (`reuse`).
+            static JOBS: Stash<(&'static Linear, &'static [f32])> = const { Stash::new() };
+            static HEADS: Stash<Buf> = const { Stash::new() };
+            static LATENTS: Stash<&'static mut [f32]> = const { Stash::new() };
+            /// Each participant's scores and rope scores.
+            static SCORES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+        }
         let t: usize = segs.iter().map(|s| s.rows.len()).sum();
+        if t == 0 {
+            return Ok(Buf::zeros(0));
+        }
         // Absorb the key up-projection into the queries: per head, [t, nope] → [t, lora];
         // all heads in one parallel region.
-        let q_nope: Vec<Vec<f32>> = (0..nh)
-            .map(|head| {
-                segs.iter()
-                    .flat_map(|s| s.rows.clone())
-                    .flat_map(|row| q[(row * nh + head) * qd..][..nope].iter().copied())
-                    .collect()
-            })
-            .collect();
-        let jobs: Vec<(&Linear, &[f32])> = block
-            .k_b
-            .iter()
-            .zip(&q_nope)
-            .map(|(l, x)| (l, x.as_slice()))
-            .collect();
-        let q_abs = Linear::forward_many(&jobs)?; // nh x [t, lora]
-                                                  // Attention over each latent cache, heads in parallel: Σ_p a_p c_p, [t, lora].
-        let latents: Vec<Vec<f32>> = pool::map(q_abs.len(), |head| {
-            let q_abs = &q_abs[head];
-            let mut latent = vec![0f32; t * lora];
-            let max_pos = segs.iter().map(|s| s.cache_k.len() / kw).max();
-            let mut scores = vec![0f32; max_pos.unwrap_or(0)];
-            let mut rope_scores = scores.clone();
-            let mut i = 0; // row within the segments
-            for s in segs {
-                let (n_pos, st) = (s.cache_k.len() / kw, s.rows.len());
-                for (ti, row) in s.rows.clone().enumerate() {
-                    let visible = n_pos - st + ti + 1;
-                    let qa = &q_abs[i * lora..(i + 1) * lora];
-                    let qr = &q[(row * nh + head) * qd + nope..][..rd];
-                    let scores = &mut scores[..visible];
-                    let rope_scores = &mut rope_scores[..visible];
-                    dot_strided(qa, s.cache_k, kw, scores);
-                    dot_strided(qr, &s.cache_k[lora..], kw, rope_scores);
-                    for (sc, r) in scores.iter_mut().zip(rope_scores.iter()) {
-                        *sc = (*sc + r) * self.scale;
-                    }
-                    softmax(scores);
-                    let out = &mut latent[i * lora..(i + 1) * lora];
-                    axpy_strided(out, scores, s.cache_k, kw);
-                    i += 1;
-                }
-            }
-            latent
-        });
-        // The value up-projection, all heads in one region: [t, lora] → [t, vd].
-        let jobs: Vec<(&Linear, &[f32])> = block
-            .v_b
-            .iter()
-            .zip(&latents)
-            .map(|(l, x)| (l, x.as_slice()))
-            .collect();
-        let heads = Linear::forward_many(&jobs)?;
-        let mut attn = vec![0f32; t * nh * vd]; // [t, nh * vd]
-        for (head, o) in heads.iter().enumerate() {
-            for ti in 0..t {
-                attn[(ti * nh + head) * vd..][..vd].copy_from_slice(&o[ti * vd..(ti + 1) * vd]);
+        let mut q_nope = Buf::zeros(nh * t * nope); // nh x [t, nope]
+        for (head, qh) in q_nope.chunks_exact_mut(t * nope).enumerate() {
+            let rows = segs.iter().flat_map(|s| s.rows.clone());
+            for (row, qr) in rows.zip(qh.chunks_exact_mut(nope)) {
+                qr.copy_from_slice(&q[(row * nh + head) * qd..][..nope]);
             }
         }
-        Ok(attn)
+        let mut jobs: Vec<(&Linear, &[f32])> = Stash::take(&JOBS);
+        jobs.extend(block.k_b.iter().zip(q_nope.chunks_exact(t * nope)));
+        let mut q_abs: Vec<Buf> = Stash::take(&HEADS);
+        let done = Linear::forward_into(&jobs, &mut q_abs); // nh x [t, lora]
+        jobs.clear();
+        if let Err(e) = done {
+            Stash::put(&JOBS, jobs);
+            return Err(e);
+        }
+        // Attention over each latent cache, heads in parallel: Σ_p a_p c_p, [t, lora].
+        let max_pos = segs.iter().map(|s| s.cache_k.len() / kw).max().unwrap_or(0);
+        let mut latents = Buf::zeros(nh * t * lora); // nh x [t, lora]
+        let mut per_head: Vec<&mut [f32]> = Stash::take(&LATENTS);
+        per_head.extend(latents.chunks_exact_mut(t * lora));
+        pool::for_each_mut(&mut per_head, |head, latent| {
+            let q_abs = &q_abs[head];
+            let mut fresh = Vec::new();
+            SCORES.with(|kept| {
+                let mut held = kept.try_borrow_mut().ok();
+                // Nested in another region's task on this thread (not done today): its own.
+                let scratch = held.as_deref_mut().unwrap_or(&mut fresh);
+                if scratch.len() < 2 * max_pos {
+                    scratch.resize(2 * scratch_positions(max_pos), 0.0);
+                }
+                let (scores, rope_scores) = scratch.split_at_mut(max_pos);
+                let mut i = 0; // row within the segments
+                for s in segs {
+                    let (n_pos, st) = (s.cache_k.len() / kw, s.rows.len());
+                    for (ti, row) in s.rows.clone().enumerate() {
+                        let visible = n_pos - st + ti + 1;
+                        let qa = &q_abs[i * lora..(i + 1) * lora];
+                        let qr = &q[(row * nh + head) * qd + nope..][..rd];
+                        let scores = &mut scores[..visible];
+                        let rope_scores = &mut rope_scores[..visible];
+                        dot_strided(qa, s.cache_k, kw, scores);
+                        dot_strided(qr, &s.cache_k[lora..], kw, rope_scores);
+                        for (sc, r) in scores.iter_mut().zip(rope_scores.iter()) {
+                            *sc = (*sc + r) * self.scale;
+                        }
+                        softmax(scores);
+                        let out = &mut latent[i * lora..(i + 1) * lora];
+                        axpy_strided(out, scores, s.cache_k, kw);
+                        i += 1;
+                    }
+                }
+            })
+        });
+        Stash::put(&LATENTS, per_head);
+        q_abs.clear();
+        // The value up-projection, all heads in one region: [t, lora] → [t, vd].
+        jobs.extend(block.v_b.iter().zip(latents.chunks_exact(t * lora)));
+        let done = Linear::forward_into(&jobs, &mut q_abs);
+        Stash::put(&JOBS, jobs);
+        let attn = done.map(|()| {
+            let mut attn = Buf::zeros(t * nh * vd); // [t, nh * vd]
+            for (head, o) in q_abs.iter().enumerate() {
+                for ti in 0..t {
+                    attn[(ti * nh + head) * vd..][..vd].copy_from_slice(&o[ti * vd..(ti + 1) * vd]);
+                }
+            }
+            attn
+        });
+        Stash::put(&HEADS, q_abs);
+        attn
     }
 
     /// Expanded MLA, as the paper writes it: every cached position's latent up-projected to
     /// per-head keys (`k_b[h]ᵀ · c`, plus the shared rope key) and values (`v_b[h] · c`), then
     /// plain attention. Same arguments and result as [`Self::attend_absorbed`].
-    fn attend_expanded(
-        &self,
-        block: &Block,
-        q: &[f32],
-        t: usize,
-        cache_k: &[f32],
-    ) -> Result<Vec<f32>> {
+    fn attend_expanded(&self, block: &Block, q: &[f32], t: usize, cache_k: &[f32]) -> Result<Buf> {
         let Dims {
             nh,
             nope,
@@ -374,8 +390,16 @@ impl Architecture for Deepseek2 {
     }
 
     fn forward_batch(&self, items: &mut [BatchItem<'_>]) -> Result<Vec<Vec<f32>>> {
-        self.forward_batch_in(items, MlaForm::Auto)
+        let mut out = Vec::with_capacity(items.len());
+        self.forward_batch_in(items, MlaForm::Auto, &mut out)?;
+        Ok(out)
     }
+}
+
+thread_local! {
+    // The forward pass's per-layer lists, kept between layers (`reuse`).
+    static EXPAND: Stash<bool> = const { Stash::new() };
+    static SEGS: Stash<AbsorbSeg<'static>> = const { Stash::new() };
 }
 
 /// One sequence's part of a batched absorbed attention ([`Deepseek2::attend_absorbed`]).
@@ -395,26 +419,25 @@ impl Deepseek2 {
         logits: Logits,
         form: MlaForm,
     ) -> Result<Vec<f32>> {
-        let mut items = [BatchItem {
+        let item = BatchItem {
             tokens,
             cache,
             logits,
-        }];
-        Ok(self
-            .forward_batch_in(&mut items, form)?
-            .pop()
-            .unwrap_or_default())
+        };
+        super::forward_one(item, |items, out| self.forward_batch_in(items, form, out))
     }
 
     /// [`Architecture::forward_batch`] with the MLA form chosen by `form`: every projection
     /// and feed-forward once over the stacked rows of all sequences (`T` rows); rope, the
     /// cache append and attention per sequence (the absorbed form's per-head projections
-    /// also run once over the rows of every sequence that takes it).
+    /// also run once over the rows of every sequence that takes it). Each item's logits
+    /// are appended to `out`.
     fn forward_batch_in(
         &self,
         items: &mut [BatchItem<'_>],
         form: MlaForm,
-    ) -> Result<Vec<Vec<f32>>> {
+        out: &mut Vec<Vec<f32>>,
+    ) -> Result<()> {
         let hp = &self.spec.hparams;
         let (d, nh) = (hp.hidden, hp.n_heads);
         let MlaParams {
@@ -436,9 +459,8 @@ impl Deepseek2 {
                 QueryProj::Direct(w) => w,
                 QueryProj::LowRank { a, .. } => a,
             };
-            let mut proj = Linear::forward_many(&[(q_in, &h), (&block.kv_a, &h)])?;
-            let mut ckv = proj.pop().unwrap_or_default(); // [T, lora + rd]
-            let q0 = proj.pop().unwrap_or_default();
+            // [T, q_lora or nh * qd], [T, lora + rd]
+            let [q0, mut ckv] = Linear::forward_n([(q_in, &h), (&block.kv_a, &h)])?;
             let mut q = match &block.q {
                 QueryProj::Direct(_) => q0, // [T, nh * qd]
                 QueryProj::LowRank { norm, b, .. } => {
@@ -448,7 +470,7 @@ impl Deepseek2 {
                 }
             };
             // Per sequence: positions and the cache append; then which form it attends in.
-            let mut expand = Vec::with_capacity(items.len());
+            let mut expand: Vec<bool> = Stash::take(&EXPAND);
             for (i, it) in items.iter_mut().enumerate() {
                 let r = rows.range(i);
                 let pos0 = it.cache.len;
@@ -473,8 +495,8 @@ impl Deepseek2 {
                 });
             }
             let w = nh * vd;
-            let mut attn = vec![0f32; total * w]; // [T, nh * vd]
-            let mut segs = Vec::new();
+            let mut attn = Buf::zeros(total * w); // [T, nh * vd]
+            let mut segs: Vec<AbsorbSeg<'_>> = Stash::take(&SEGS);
             for (i, it) in items.iter().enumerate() {
                 let r = rows.range(i);
                 let cache_k = &it.cache.layers[l].k;
@@ -490,8 +512,16 @@ impl Deepseek2 {
                     segs.push(AbsorbSeg { rows: r, cache_k });
                 }
             }
+            Stash::put(&EXPAND, expand);
             if !segs.is_empty() {
-                let a = self.attend_absorbed(block, &q, &segs)?; // [Σ t, nh * vd]
+                let a = self.attend_absorbed(block, &q, &segs); // [Σ t, nh * vd]
+                let a = match a {
+                    Ok(a) => a,
+                    Err(e) => {
+                        Stash::put(&SEGS, segs);
+                        return Err(e);
+                    }
+                };
                 if segs.len() == items.len() {
                     attn = a; // every row, in order
                 } else {
@@ -503,6 +533,7 @@ impl Deepseek2 {
                     }
                 }
             }
+            Stash::put(&SEGS, segs);
             add_in_place(&mut x, &block.wo.forward(&attn, total)?);
             let h = block.ffn_norm.forward(&x);
             add_in_place(&mut x, &block.ffn.forward(&h, total, d)?);
@@ -510,7 +541,8 @@ impl Deepseek2 {
         for it in items.iter_mut() {
             it.cache.len += it.tokens.len();
         }
-        rows.logits(items, x, d, &self.output_norm, &self.output) // per item [rows, vocab]
+        // Per item [rows, vocab].
+        rows.logits(items, x, d, &self.output_norm, &self.output, out)
     }
 }
 

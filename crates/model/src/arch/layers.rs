@@ -8,6 +8,7 @@ use crate::tensor::{Tensor, WeightStore};
 use mixture_kernels::matmul::{matmul_many, MatJob};
 use mixture_kernels::ops::{self, sigmoid, softmax};
 use mixture_kernels::pool;
+use mixture_kernels::reuse::{Buf, Stash};
 use mixture_kernels::vecf32::{axpy, axpy_strided, axpy_strided2, dot_strided, dot_strided2};
 
 /// A linear layer `y = x W^T (+ b)` over a stored weight `[out, in]`.
@@ -50,29 +51,66 @@ impl Linear {
     }
 
     /// `x` is `[t, inp]`; returns `[t, out]`.
-    pub fn forward(&self, x: &[f32], t: usize) -> Result<Vec<f32>> {
+    pub fn forward(&self, x: &[f32], t: usize) -> Result<Buf> {
         debug_assert_eq!(x.len(), t * self.inp);
-        Ok(Linear::forward_many(&[(self, x)])?.remove(0))
+        let [y] = Linear::forward_n([(self, x)])?;
+        Ok(y)
+    }
+
+    /// [`Linear::forward_many`] for a number of layers known here.
+    pub fn forward_n<const N: usize>(layers: [(&Linear, &[f32]); N]) -> Result<[Buf; N]> {
+        let mut outs: [Buf; N] = std::array::from_fn(|i| {
+            let (l, x) = layers[i];
+            Buf::zeros(x.len() / l.inp.max(1) * l.out)
+        });
+        Linear::run(&layers, &mut outs)?;
+        Ok(outs)
     }
 
     /// Several linear layers on their own inputs (`x` of each is `[t, inp]` for any `t`), in
     /// one parallel region; returns each output `[t, out]`.
-    pub fn forward_many(layers: &[(&Linear, &[f32])]) -> Result<Vec<Vec<f32>>> {
-        let mut outs: Vec<Vec<f32>> = layers
-            .iter()
-            .map(|(l, x)| vec![0f32; x.len() / l.inp.max(1) * l.out])
-            .collect();
-        let weights = layers
-            .iter()
-            .map(|(l, _)| l.w.as_weight())
-            .collect::<std::result::Result<Vec<_>, _>>()?;
-        let mut jobs: Vec<MatJob<'_>> = layers
-            .iter()
-            .zip(&weights)
-            .zip(outs.iter_mut())
-            .map(|(((_, x), w), out)| MatJob { w: *w, x, out })
-            .collect();
-        matmul_many(&mut jobs)?;
+    pub fn forward_many(layers: &[(&Linear, &[f32])]) -> Result<Vec<Buf>> {
+        let mut outs = Vec::with_capacity(layers.len());
+        Linear::forward_into(layers, &mut outs)?;
+        Ok(outs)
+    }
+
+    /// [`Linear::forward_many`], each output appended to `outs`.
+    pub fn forward_into(layers: &[(&Linear, &[f32])], outs: &mut Vec<Buf>) -> Result<()> {
+        let first = outs.len();
+        outs.extend(
+            layers
+                .iter()
+                .map(|(l, x)| Buf::zeros(x.len() / l.inp.max(1) * l.out)),
+        );
+        Linear::run(layers, &mut outs[first..])
+    }
+
+    /// The matmuls of `layers` into `outs` (one each, sized), then the biases.
+    fn run(layers: &[(&Linear, &[f32])], outs: &mut [Buf]) -> Result<()> {
+        thread_local! {
+            static JOBS: Stash<MatJob<'static>> = const { Stash::new() };
+        }
+        let mut jobs: Vec<MatJob<'_>> = Stash::take(&JOBS);
+        let mut done = Ok(());
+        for ((l, x), out) in layers.iter().zip(outs.iter_mut()) {
+            match l.w.as_weight() {
+                Ok(w) => jobs.push(MatJob {
+                    w,
+                    x,
+                    out: out.as_mut_slice(),
+                }),
+                Err(e) => {
+                    done = Err(e);
+                    break;
+                }
+            }
+        }
+        if done.is_ok() {
+            done = matmul_many(&mut jobs).map_err(Into::into);
+        }
+        Stash::put(&JOBS, jobs);
+        done?;
         for ((l, _), y) in layers.iter().zip(outs.iter_mut()) {
             if let Some(b) = &l.b {
                 for row in y.chunks_exact_mut(l.out) {
@@ -82,7 +120,7 @@ impl Linear {
                 }
             }
         }
-        Ok(outs)
+        Ok(())
     }
 }
 
@@ -107,8 +145,8 @@ impl RmsNorm {
     }
 
     /// Normalised copy.
-    pub fn forward(&self, x: &[f32]) -> Vec<f32> {
-        let mut y = x.to_vec();
+    pub fn forward(&self, x: &[f32]) -> Buf {
+        let mut y = Buf::copy_of(x);
         self.apply(&mut y);
         y
     }
@@ -130,7 +168,7 @@ pub fn attention(
     qk_dim: usize,
     v_dim: usize,
     scale: f32,
-) -> Vec<f32> {
+) -> Buf {
     debug_assert_eq!(q.len(), t * n_heads * qk_dim);
     attention_many(
         &[AttnSeq { q, keys, values }],
@@ -168,9 +206,18 @@ pub fn attention_many(
     qk_dim: usize,
     v_dim: usize,
     scale: f32,
-) -> Vec<f32> {
+) -> Buf {
+    thread_local! {
+        // This function's vectors, kept between calls (`reuse`).
+        static ROWS: Stash<(usize, usize)> = const { Stash::new() };
+        static UNITS: Stash<(usize, usize)> = const { Stash::new() };
+        static CHUNKS: Stash<Option<&'static mut [f32]>> = const { Stash::new() };
+        static TASKS: Stash<AttnTask<'static>> = const { Stash::new() };
+        /// Each participant's scores.
+        static SCORES: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
     // Every output row as (sequence, token within it).
-    let mut rows = Vec::new();
+    let mut rows: Vec<(usize, usize)> = Stash::take(&ROWS);
     let mut max_pos = 0;
     for (si, s) in seqs.iter().enumerate() {
         let t = s.q.len() / (n_heads * qk_dim);
@@ -178,7 +225,7 @@ pub fn attention_many(
         rows.extend((0..t).map(|ti| (si, ti)));
     }
     let group = n_heads / n_kv;
-    let mut out = vec![0f32; rows.len() * n_heads * v_dim];
+    let mut out = Buf::zeros(rows.len() * n_heads * v_dim);
     // One task per (token, kv head), for all the query heads that read it: each block of
     // keys and values is then read from memory once and stays in L1 while every head takes
     // it. When that leaves too few tasks to share, one task per (token, head). Each head's
@@ -192,7 +239,7 @@ pub fn attention_many(
     // A prompt's consecutive tokens go in pairs: each key and value row is then read once for
     // both (the paired kernels give each token the bits of the single ones, and the second
     // token's extra key is done alone), which halves the reads attention's time goes to.
-    let mut units = Vec::new(); // (first row, rows: 1 or 2)
+    let mut units: Vec<(usize, usize)> = Stash::take(&UNITS); // (first row, rows: 1 or 2)
     let mut r = 0;
     while r < rows.len() {
         let n = if r + 1 < rows.len() && rows[r + 1].0 == rows[r].0 {
@@ -206,8 +253,9 @@ pub fn attention_many(
     // Head-major order: the pool hands each thread a contiguous share of the tasks, so a
     // thread then takes every token of a few heads in turn, and those heads' keys and values
     // stay in its L2 (in token order, one prompt's heads would stream from L3 for each token).
-    let mut chunks: Vec<Option<&mut [f32]>> = out.chunks_mut(per_task * v_dim).map(Some).collect();
-    let mut tasks: Vec<AttnTask<'_>> = Vec::with_capacity(units.len() * tasks_per_row);
+    let mut chunks: Vec<Option<&mut [f32]>> = Stash::take(&CHUNKS);
+    chunks.extend(out.chunks_mut(per_task * v_dim).map(Some));
+    let mut tasks: Vec<AttnTask<'_>> = Stash::take(&TASKS);
     for hg in 0..tasks_per_row {
         for &(r0, n) in &units {
             let mut take = |r: usize| {
@@ -225,10 +273,15 @@ pub fn attention_many(
             });
         }
     }
-    pool::for_each_mut_init(
-        &mut tasks,
-        || vec![0f32; 2 * per_task * max_pos],
-        |scratch, _, task| {
+    pool::for_each_mut(&mut tasks, |_, task| {
+        let mut fresh = Vec::new();
+        SCORES.with(|kept| {
+            let mut held = kept.try_borrow_mut().ok();
+            // Nested in another region's task on this thread (not done today): its own.
+            let scratch = held.as_deref_mut().unwrap_or(&mut fresh);
+            if scratch.len() < 2 * per_task * max_pos {
+                scratch.resize(2 * per_task * scratch_positions(max_pos), 0.0);
+            }
             let (h0, (si, ti)) = (task.h0, rows[task.row]);
             let AttnSeq { q, keys, values } = seqs[si];
             let t = q.len() / (n_heads * qk_dim);
@@ -297,9 +350,19 @@ pub fn attention_many(
                     axpy_strided(ob, wb, &values[visible * vs..], vs);
                 }
             }
-        },
-    );
+        })
+    });
+    Stash::put(&TASKS, tasks);
+    Stash::put(&CHUNKS, chunks);
+    Stash::put(&UNITS, units);
+    Stash::put(&ROWS, rows);
     out
+}
+
+/// Positions a kept score scratch is sized for when `n` are needed: whole steps of 1024, so
+/// that a decoding sequence's scratch grows once per 1024 positions, not with every token.
+pub(crate) fn scratch_positions(n: usize) -> usize {
+    n.div_ceil(1024).max(1) * 1024
 }
 
 /// One task of [`attention_many`]: query heads `h0..h0 + per_task` of the token in `row`
@@ -373,34 +436,53 @@ impl Ffn {
     }
 
     /// `x`: `[t, hidden]` → `[t, hidden]`.
-    pub fn forward(&self, x: &[f32], t: usize) -> Result<Vec<f32>> {
+    pub fn forward(&self, x: &[f32], t: usize) -> Result<Buf> {
         debug_assert_eq!(x.len(), t * self.gate.inp);
-        Ok(Ffn::forward_many(&[(self, x)])?.remove(0))
+        thread_local! {
+            static OUT: Stash<Buf> = const { Stash::new() };
+        }
+        let mut outs: Vec<Buf> = Stash::take(&OUT);
+        let done = Ffn::forward_into(&[(self, x)], &mut outs);
+        let y = outs.pop();
+        Stash::put(&OUT, outs);
+        done?;
+        Ok(y.unwrap_or_default())
     }
 
     /// Several FFNs on their own inputs: all gate and up projections in one parallel region,
-    /// then all down projections in another.
-    pub fn forward_many(ffns: &[(&Ffn, &[f32])]) -> Result<Vec<Vec<f32>>> {
-        let gate_up: Vec<(&Linear, &[f32])> = ffns
-            .iter()
-            .flat_map(|(f, x)| [(&f.gate, *x), (&f.up, *x)])
-            .collect();
-        let mut gu = Linear::forward_many(&gate_up)?;
-        // silu(gate) * up in pieces of SWIGLU_PIECE, in parallel (the pool keeps a single
-        // piece on its caller).
-        let mut pieces: Vec<(&mut [f32], &[f32])> = Vec::new();
-        for pair in gu.chunks_exact_mut(2) {
-            let (g, u) = pair.split_at_mut(1);
-            pieces.extend(g[0].chunks_mut(SWIGLU_PIECE).zip(u[0].chunks(SWIGLU_PIECE)));
+    /// then all down projections in another; each output (`[t, hidden]`) appended to `outs`.
+    pub fn forward_into(ffns: &[(&Ffn, &[f32])], outs: &mut Vec<Buf>) -> Result<()> {
+        thread_local! {
+            // This function's vectors, kept between calls (`reuse`).
+            static LAYERS: Stash<(&'static Linear, &'static [f32])> = const { Stash::new() };
+            static GATE_UP: Stash<Buf> = const { Stash::new() };
+            static PIECES: Stash<(&'static mut [f32], &'static [f32])> = const { Stash::new() };
         }
-        pool::for_each_mut(&mut pieces, |_, (g, u)| ops::swiglu(g, u));
-        let hidden: Vec<Vec<f32>> = gu.iter_mut().step_by(2).map(std::mem::take).collect();
-        let down: Vec<(&Linear, &[f32])> = ffns
-            .iter()
-            .zip(&hidden)
-            .map(|((f, _), h)| (&f.down, h.as_slice()))
-            .collect();
-        Linear::forward_many(&down)
+        let mut layers: Vec<(&Linear, &[f32])> = Stash::take(&LAYERS);
+        layers.extend(ffns.iter().flat_map(|(f, x)| [(&f.gate, *x), (&f.up, *x)]));
+        let mut gu: Vec<Buf> = Stash::take(&GATE_UP);
+        let mut done = Linear::forward_into(&layers, &mut gu);
+        if done.is_ok() {
+            // silu(gate) * up in pieces of SWIGLU_PIECE, in parallel (the pool keeps a
+            // single piece on its caller).
+            let mut pieces: Vec<(&mut [f32], &[f32])> = Stash::take(&PIECES);
+            for pair in gu.chunks_exact_mut(2) {
+                let (g, u) = pair.split_at_mut(1);
+                pieces.extend(g[0].chunks_mut(SWIGLU_PIECE).zip(u[0].chunks(SWIGLU_PIECE)));
+            }
+            pool::for_each_mut(&mut pieces, |_, (g, u)| ops::swiglu(g, u));
+            Stash::put(&PIECES, pieces);
+            layers.clear();
+            layers.extend(
+                ffns.iter()
+                    .zip(gu.chunks_exact(2))
+                    .map(|((f, _), gu)| (&f.down, gu[0].as_slice())),
+            );
+            done = Linear::forward_into(&layers, outs);
+        }
+        Stash::put(&LAYERS, layers);
+        Stash::put(&GATE_UP, gu);
+        done
     }
 }
 
@@ -472,35 +554,65 @@ impl Moe {
 
     /// Pick experts and their weights for one token's router logits.
     pub fn route(&self, logits: &[f32]) -> Vec<(usize, f32)> {
+        let mut chosen = Vec::new();
+        self.route_into(logits, &mut chosen);
+        chosen
+    }
+
+    /// [`Moe::route`], the choice appended to `chosen` (no allocation once this thread's
+    /// scratch is sized).
+    pub fn route_into(&self, logits: &[f32], chosen: &mut Vec<(usize, f32)>) {
+        thread_local! {
+            static SCRATCH: std::cell::RefCell<RouteScratch> = std::cell::RefCell::default();
+        }
+        let mut fresh = RouteScratch::default();
+        SCRATCH.with(|kept| {
+            let mut held = kept.try_borrow_mut().ok();
+            let sc = held.as_deref_mut().unwrap_or(&mut fresh);
+            self.route_with(logits, sc, chosen);
+        });
+    }
+
+    fn route_with(&self, logits: &[f32], sc: &mut RouteScratch, chosen: &mut Vec<(usize, f32)>) {
         let p = &self.params;
         let n = p.n_experts;
         // Scores used for the weights, and (possibly biased) scores used for selection.
-        let mut scores = logits.to_vec();
+        let scores = &mut sc.scores;
+        scores.clear();
+        scores.extend_from_slice(logits);
         match p.gating {
-            Gating::Softmax => softmax(&mut scores),
+            Gating::Softmax => softmax(scores),
             Gating::Sigmoid => scores.iter_mut().for_each(|s| *s = sigmoid(*s)),
         }
-        let mut select: Vec<f32> = match &self.score_bias {
-            Some(b) => scores.iter().zip(b).map(|(s, b)| s + b).collect(),
-            None => scores.clone(),
-        };
+        let select = &mut sc.select;
+        select.clear();
+        match &self.score_bias {
+            Some(b) => select.extend(scores.iter().zip(b).map(|(s, b)| s + b)),
+            None => select.extend_from_slice(scores),
+        }
         if p.n_group > 1 {
             // Group-limited routing: keep the best `topk_group` groups. A group's score is
             // its best expert (V2 greedy) or the sum of its best two (V3 noaux_tc).
             let per = n / p.n_group;
-            let mut group_scores: Vec<(usize, f32)> = (0..p.n_group)
-                .map(|g| {
-                    let mut s = select[g * per..(g + 1) * per].to_vec();
-                    s.sort_by(|a, b| b.total_cmp(a));
-                    let score = match p.gating {
-                        Gating::Softmax => s[0],
-                        Gating::Sigmoid => s.iter().take(2).sum(),
-                    };
-                    (g, score)
-                })
-                .collect();
-            group_scores.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-            let mut keep = vec![false; p.n_group];
+            let group_scores = &mut sc.group_scores;
+            group_scores.clear();
+            for g in 0..p.n_group {
+                let s = &mut sc.group;
+                s.clear();
+                s.extend_from_slice(&select[g * per..(g + 1) * per]);
+                s.sort_unstable_by(|a, b| b.total_cmp(a));
+                let score = match p.gating {
+                    Gating::Softmax => s[0],
+                    Gating::Sigmoid => s.iter().take(2).sum(),
+                };
+                group_scores.push((g, score));
+            }
+            // Ties broken by index: a total order, so the unstable sort (which allocates
+            // nothing) gives the stable sort's result.
+            group_scores.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+            let keep = &mut sc.keep;
+            keep.clear();
+            keep.resize(p.n_group, false);
             for &(g, _) in group_scores.iter().take(p.topk_group) {
                 keep[g] = true;
             }
@@ -510,74 +622,125 @@ impl Moe {
                 }
             }
         }
-        let mut order: Vec<usize> = (0..n).collect();
-        order.sort_by(|&a, &b| select[b].total_cmp(&select[a]).then(a.cmp(&b)));
-        let mut chosen: Vec<(usize, f32)> = order
-            .into_iter()
-            .take(p.n_experts_used)
-            .map(|e| (e, scores[e]))
-            .collect();
+        let order = &mut sc.order;
+        order.clear();
+        order.extend(0..n);
+        order.sort_unstable_by(|&a, &b| select[b].total_cmp(&select[a]).then(a.cmp(&b)));
+        let first = chosen.len();
+        chosen.extend(order.iter().take(p.n_experts_used).map(|&e| (e, scores[e])));
+        let chosen = &mut chosen[first..];
         if p.norm_topk {
             let sum: f32 = chosen.iter().map(|c| c.1).sum::<f32>()
                 + match p.gating {
                     Gating::Sigmoid => 1e-20,
                     Gating::Softmax => 0.0,
                 };
-            for c in &mut chosen {
+            for c in chosen.iter_mut() {
                 c.1 /= sum;
             }
         }
-        for c in &mut chosen {
+        for c in chosen.iter_mut() {
             c.1 *= p.routed_scale;
         }
-        chosen
     }
 
     /// `x`: `[t, hidden]` → `[t, hidden]`. Each token runs only its routed experts; the tokens
     /// routed to one expert go through it together, as one batched matmul per weight.
-    pub fn forward(&self, x: &[f32], t: usize, hidden: usize) -> Result<Vec<f32>> {
+    pub fn forward(&self, x: &[f32], t: usize, hidden: usize) -> Result<Buf> {
+        thread_local! {
+            // This function's vectors, kept between calls (`reuse`).
+            static ASSIGN: Stash<(usize, usize, f32)> = const { Stash::new() };
+            static USED: Stash<(usize, usize, usize, Option<usize>)> = const { Stash::new() };
+            static INPUTS: Stash<Buf> = const { Stash::new() };
+            static FFNS: Stash<(&'static Ffn, &'static [f32])> = const { Stash::new() };
+            static OUTS: Stash<Buf> = const { Stash::new() };
+        }
         let ne = self.params.n_experts;
         let logits = self.router.forward(x, t)?; // [t, n_experts]
-                                                 // For each expert, the tokens routed to it and their weights.
-        let mut routed: Vec<Vec<(usize, f32)>> = vec![Vec::new(); ne];
+                                                 // Every (expert, token, weight) routed, by expert then token.
+        let mut assign: Vec<(usize, usize, f32)> = Stash::take(&ASSIGN);
         for ti in 0..t {
-            for (e, w) in self.route(&logits[ti * ne..(ti + 1) * ne]) {
-                routed[e].push((ti, w));
-            }
+            let first = assign.len();
+            let mut chosen: Vec<(usize, f32)> = Stash::take(&CHOSEN);
+            self.route_into(&logits[ti * ne..(ti + 1) * ne], &mut chosen);
+            assign.extend(chosen.iter().map(|&(e, w)| (e, ti, w)));
+            Stash::put(&CHOSEN, chosen);
+            debug_assert!(assign[first..].iter().all(|a| a.0 < ne));
         }
-        let used: Vec<usize> = (0..ne).filter(|&e| !routed[e].is_empty()).collect();
-        // Each used expert's tokens, gathered: [n_e, hidden].
-        let inputs: Vec<Vec<f32>> = used
-            .iter()
-            .map(|&e| {
-                routed[e]
-                    .iter()
-                    .flat_map(|&(ti, _)| x[ti * hidden..(ti + 1) * hidden].iter().copied())
-                    .collect()
-            })
-            .collect();
+        drop(logits);
+        // (expert, tokens) pairs are distinct: the unstable sort gives one order.
+        assign.sort_unstable_by_key(|a| (a.0, a.1));
+        // Each used expert: (expert, its span of `assign`, its gathered input if not `x`).
+        let mut used: Vec<(usize, usize, usize, Option<usize>)> = Stash::take(&USED);
+        let mut inputs: Vec<Buf> = Stash::take(&INPUTS);
+        let mut at = 0;
+        while at < assign.len() {
+            let e = assign[at].0;
+            let end = at + assign[at..].iter().take_while(|a| a.0 == e).count();
+            let span = &assign[at..end];
+            // Every token in order (always so for one token): the input is `x` itself.
+            let all = span.len() == t && span.iter().enumerate().all(|(i, a)| a.1 == i);
+            let input = (!all).then(|| {
+                let mut xe = Buf::zeros(span.len() * hidden);
+                for (row, a) in xe.chunks_exact_mut(hidden).zip(span) {
+                    row.copy_from_slice(&x[a.1 * hidden..(a.1 + 1) * hidden]);
+                }
+                inputs.push(xe);
+                inputs.len() - 1
+            });
+            used.push((e, at, end, input));
+            at = end;
+        }
         // The shared experts and every used routed expert together, as one batch of FFNs.
-        let mut ffns: Vec<(&Ffn, &[f32])> = Vec::with_capacity(used.len() + 1);
+        let mut ffns: Vec<(&Ffn, &[f32])> = Stash::take(&FFNS);
         if let Some(s) = &self.shared {
             ffns.push((s, x));
         }
-        ffns.extend(
-            used.iter()
-                .zip(&inputs)
-                .map(|(&e, xe)| (&self.experts[e], xe.as_slice())),
-        );
-        let mut ys = Ffn::forward_many(&ffns)?.into_iter();
-        let mut out = match &self.shared {
-            Some(_) => ys.next().unwrap_or_default(),
-            None => vec![0f32; t * hidden],
-        };
-        for (&e, y) in used.iter().zip(ys) {
-            for (&(ti, w), yr) in routed[e].iter().zip(y.chunks_exact(hidden)) {
-                axpy(&mut out[ti * hidden..(ti + 1) * hidden], w, yr);
+        ffns.extend(used.iter().map(|&(e, _, _, input)| {
+            let xe = match input {
+                Some(i) => inputs[i].as_slice(),
+                None => x,
+            };
+            (&self.experts[e], xe)
+        }));
+        let mut ys: Vec<Buf> = Stash::take(&OUTS);
+        let done = Ffn::forward_into(&ffns, &mut ys);
+        Stash::put(&FFNS, ffns);
+        Stash::put(&INPUTS, inputs);
+        let out = done.map(|()| {
+            let mut ys = ys.drain(..);
+            let mut out = match &self.shared {
+                Some(_) => ys.next().unwrap_or_default(),
+                None => Buf::zeros(t * hidden),
+            };
+            for (&(_, from, to, _), y) in used.iter().zip(ys) {
+                for (&(_, ti, w), yr) in assign[from..to].iter().zip(y.chunks_exact(hidden)) {
+                    axpy(&mut out[ti * hidden..(ti + 1) * hidden], w, yr);
+                }
             }
-        }
-        Ok(out)
+            out
+        });
+        Stash::put(&OUTS, ys);
+        Stash::put(&USED, used);
+        Stash::put(&ASSIGN, assign);
+        out
     }
+}
+
+thread_local! {
+    /// One token's choice of experts in [`Moe::forward`].
+    static CHOSEN: Stash<(usize, f32)> = const { Stash::new() };
+}
+
+/// [`Moe::route`]'s working vectors.
+#[derive(Default)]
+struct RouteScratch {
+    scores: Vec<f32>,
+    select: Vec<f32>,
+    group: Vec<f32>,
+    group_scores: Vec<(usize, f32)>,
+    keep: Vec<bool>,
+    order: Vec<usize>,
 }
 
 /// Either a dense FFN or a mixture of experts.
@@ -588,7 +751,7 @@ pub enum FeedForward {
 }
 
 impl FeedForward {
-    pub fn forward(&self, x: &[f32], t: usize, hidden: usize) -> Result<Vec<f32>> {
+    pub fn forward(&self, x: &[f32], t: usize, hidden: usize) -> Result<Buf> {
         match self {
             FeedForward::Dense(f) => f.forward(x, t),
             FeedForward::Moe(m) => m.forward(x, t, hidden),
@@ -597,9 +760,9 @@ impl FeedForward {
 }
 
 /// Token embedding lookup with range checking.
-pub fn embed(table: &Tensor, tokens: &[u32], hidden: usize) -> Result<Vec<f32>> {
+pub fn embed(table: &Tensor, tokens: &[u32], hidden: usize) -> Result<Buf> {
     let w = table.as_weight()?;
-    let mut x = vec![0f32; tokens.len() * hidden];
+    let mut x = Buf::zeros(tokens.len() * hidden);
     for (i, &tok) in tokens.iter().enumerate() {
         if tok as usize >= w.rows {
             return Err(ModelError::TokenOutOfRange {

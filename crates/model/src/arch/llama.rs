@@ -17,6 +17,7 @@ use crate::kv::KvCache;
 use crate::load::LoadedModel;
 use crate::names;
 use crate::spec::{Arch, ModelSpec};
+use mixture_kernels::reuse::Stash;
 
 /// The explicit differences between the family members.
 #[derive(Debug, Clone, Copy)]
@@ -166,17 +167,26 @@ impl Architecture for Llama {
     }
 
     fn forward(&self, tokens: &[u32], cache: &mut KvCache, logits: Logits) -> Result<Vec<f32>> {
-        let mut items = [BatchItem {
+        let item = BatchItem {
             tokens,
             cache,
             logits,
-        }];
-        Ok(self.forward_batch(&mut items)?.pop().unwrap_or_default())
+        };
+        super::forward_one(item, |items, out| self.run(items, out))
     }
 
+    fn forward_batch(&self, items: &mut [BatchItem<'_>]) -> Result<Vec<Vec<f32>>> {
+        let mut out = Vec::with_capacity(items.len());
+        self.run(items, &mut out)?;
+        Ok(out)
+    }
+}
+
+impl Llama {
     /// Every projection and feed-forward runs once over the stacked rows of all sequences
     /// (`T` = their tokens together); rope, the cache append and attention per sequence.
-    fn forward_batch(&self, items: &mut [BatchItem<'_>]) -> Result<Vec<Vec<f32>>> {
+    /// Each item's logits are appended to `out`.
+    fn run(&self, items: &mut [BatchItem<'_>], out: &mut Vec<Vec<f32>>) -> Result<()> {
         let hp = &self.spec.hparams;
         let (d, hd, nh, nkv) = (hp.hidden, hp.head_dim, hp.n_heads, hp.n_kv_heads);
         let (qw, kvw) = (nh * hd, nkv * hd);
@@ -185,13 +195,9 @@ impl Architecture for Llama {
         let mut x = embed(&self.token_embd, &rows.tokens, d)?; // [T, d]
         for (l, block) in self.blocks.iter().enumerate() {
             let h = block.attn_norm.forward(&x); // [T, d]
-            let mut qkv =
-                Linear::forward_many(&[(&block.wq, &h), (&block.wk, &h), (&block.wv, &h)])?
-                    .into_iter();
-            let (mut q, mut k, v) = match (qkv.next(), qkv.next(), qkv.next()) {
-                (Some(q), Some(k), Some(v)) => (q, k, v), // [T, nh * hd], [T, nkv * hd] x2
-                _ => unreachable!("three projections in, three out"),
-            };
+                                                 // [T, nh * hd], [T, nkv * hd] x2
+            let [mut q, mut k, v] =
+                Linear::forward_n([(&block.wq, &h), (&block.wk, &h), (&block.wv, &h)])?;
             if let (Some(qn), Some(kn)) = (&block.q_norm, &block.k_norm) {
                 qn.apply(&mut q); // per head: rows of hd
                 kn.apply(&mut k);
@@ -210,21 +216,19 @@ impl Architecture for Llama {
                 kv.k.extend_from_slice(&k[r.start * kvw..r.end * kvw]);
                 kv.v.extend_from_slice(&v[r.start * kvw..r.end * kvw]);
             }
-            let seqs: Vec<AttnSeq<'_>> = items
-                .iter()
-                .enumerate()
-                .map(|(i, it)| {
-                    let r = rows.range(i);
-                    let kv = &it.cache.layers[l];
-                    AttnSeq {
-                        q: &q[r.start * qw..r.end * qw],
-                        keys: &kv.k,
-                        values: &kv.v,
-                    }
-                })
-                .collect();
+            let mut seqs: Vec<AttnSeq<'_>> = Stash::take(&SEQS);
+            seqs.extend(items.iter().enumerate().map(|(i, it)| {
+                let r = rows.range(i);
+                let kv = &it.cache.layers[l];
+                AttnSeq {
+                    q: &q[r.start * qw..r.end * qw],
+                    keys: &kv.k,
+                    values: &kv.v,
+                }
+            }));
             let scale = 1.0 / (hd as f32).sqrt();
             let a = attention_many(&seqs, nh, nkv, hd, hd, scale); // [T, nh * hd]
+            Stash::put(&SEQS, seqs);
             add_in_place(&mut x, &block.wo.forward(&a, total)?);
             let h = block.ffn_norm.forward(&x);
             add_in_place(&mut x, &block.ffn.forward(&h, total, d)?);
@@ -232,6 +236,12 @@ impl Architecture for Llama {
         for it in items.iter_mut() {
             it.cache.len += it.tokens.len();
         }
-        rows.logits(items, x, d, &self.output_norm, &self.output) // per item [rows, vocab]
+        // Per item [rows, vocab].
+        rows.logits(items, x, d, &self.output_norm, &self.output, out)
     }
+}
+
+thread_local! {
+    /// The sequences' attention inputs of one layer, kept between layers (`reuse`).
+    static SEQS: Stash<AttnSeq<'static>> = const { Stash::new() };
 }

@@ -11,6 +11,7 @@ use crate::error::{ModelError, Result};
 use crate::kv::KvCache;
 use crate::load::LoadedModel;
 use crate::spec::{Arch, ModelSpec};
+use mixture_kernels::reuse::{self, Buf, Stash};
 
 /// A model ready to run. Stateless between calls: all per-sequence state is in the
 /// [`KvCache`] the caller passes.
@@ -55,18 +56,52 @@ pub struct BatchItem<'a> {
     pub logits: Logits,
 }
 
+/// Run one sequence through `run` (an architecture's batched forward, which appends each
+/// item's logits to the vector it is given): [`Architecture::forward`] without allocating
+/// the list of one.
+pub(crate) fn forward_one(
+    item: BatchItem<'_>,
+    run: impl FnOnce(&mut [BatchItem<'_>], &mut Vec<Vec<f32>>) -> Result<()>,
+) -> Result<Vec<f32>> {
+    thread_local! {
+        static LOGITS: Stash<Vec<f32>> = const { Stash::new() };
+    }
+    let mut outs: Vec<Vec<f32>> = Stash::take(&LOGITS);
+    let done = run(&mut [item], &mut outs);
+    let logits = outs.pop();
+    Stash::put(&LOGITS, outs);
+    done?;
+    Ok(logits.unwrap_or_default())
+}
+
 /// Where each item's rows start in the stacked `[total, hidden]` activations of a batch.
 pub(crate) struct BatchRows {
     pub start: Vec<usize>,
     pub tokens: Vec<u32>,
 }
 
+thread_local! {
+    // `BatchRows`' vectors, kept between forward passes (`reuse`).
+    static STARTS: Stash<usize> = const { Stash::new() };
+    static TOKENS: Stash<u32> = const { Stash::new() };
+}
+
+impl Drop for BatchRows {
+    fn drop(&mut self) {
+        Stash::put(&STARTS, std::mem::take(&mut self.start));
+        Stash::put(&TOKENS, std::mem::take(&mut self.tokens));
+    }
+}
+
 impl BatchRows {
     /// Check every item (context, cache shape, a row to take logits from) before anything
     /// changes, and stack their tokens.
     pub(crate) fn of(items: &[BatchItem<'_>], n_layers: usize, context: usize) -> Result<Self> {
-        let mut start = Vec::with_capacity(items.len());
-        let mut tokens = Vec::new();
+        let mut rows = BatchRows {
+            start: Stash::take(&STARTS),
+            tokens: Stash::take(&TOKENS),
+        };
+        let BatchRows { start, tokens } = &mut rows;
         for it in items {
             check_context(it.cache.len + it.tokens.len(), context)?;
             if it.cache.layers.len() != n_layers {
@@ -83,7 +118,7 @@ impl BatchRows {
             start.push(tokens.len());
             tokens.extend_from_slice(it.tokens);
         }
-        Ok(BatchRows { start, tokens })
+        Ok(rows)
     }
 
     /// Item `i`'s rows `[first, end)`.
@@ -93,16 +128,18 @@ impl BatchRows {
     }
 
     /// The final hidden state `x` (`[total, d]`) to logits: each item's selected rows
-    /// (all, or its last) normalised and projected in one matmul, then split per item.
+    /// (all, or its last) normalised and projected in one matmul, then split per item and
+    /// appended to `out`.
     pub(crate) fn logits(
         &self,
         items: &[BatchItem<'_>],
-        x: Vec<f32>,
+        x: Buf,
         d: usize,
         norm: &layers::RmsNorm,
         output: &layers::Linear,
-    ) -> Result<Vec<Vec<f32>>> {
-        let mut counts = Vec::with_capacity(items.len());
+        out: &mut Vec<Vec<f32>>,
+    ) -> Result<()> {
+        let mut counts: Vec<usize> = Stash::take(&COUNTS);
         let mut sel = if items.len() == 1 {
             // One sequence: its rows as they are (no copy for `All`).
             let r = self.range(0);
@@ -110,7 +147,7 @@ impl BatchRows {
             counts.push(n);
             sel
         } else {
-            let mut sel = Vec::new();
+            let mut sel = Buf::zeros(0);
             for (i, it) in items.iter().enumerate() {
                 let r = self.range(i);
                 let rows = match it.logits {
@@ -124,19 +161,32 @@ impl BatchRows {
         };
         norm.apply(&mut sel);
         let total: usize = counts.iter().sum();
-        let all = output.forward(&sel, total)?; // [total, vocab]
+        let all = output.forward(&sel, total); // [total, vocab]
+        drop(sel);
+        let all = match all {
+            Ok(all) => all,
+            Err(e) => {
+                Stash::put(&COUNTS, counts);
+                return Err(e);
+            }
+        };
         if counts.len() == 1 {
-            return Ok(vec![all]);
+            out.push(all.into_vec());
+        } else {
+            let vocab = output.out;
+            let mut at = 0;
+            for &n in &counts {
+                out.push(reuse::floats_from(&all[at * vocab..(at + n) * vocab]));
+                at += n;
+            }
         }
-        let vocab = output.out;
-        let mut out = Vec::with_capacity(items.len());
-        let mut at = 0;
-        for n in counts {
-            out.push(all[at * vocab..(at + n) * vocab].to_vec());
-            at += n;
-        }
-        Ok(out)
+        Stash::put(&COUNTS, counts);
+        Ok(())
     }
+}
+
+thread_local! {
+    static COUNTS: Stash<usize> = const { Stash::new() };
 }
 
 /// Which positions' logits a forward pass returns.
@@ -148,10 +198,10 @@ pub enum Logits {
 
 impl Logits {
     /// The rows of the final hidden state `x` (`[t, d]`) to project: all, or the last.
-    pub fn select(self, x: Vec<f32>, t: usize, d: usize) -> (Vec<f32>, usize) {
+    pub fn select(self, x: Buf, t: usize, d: usize) -> (Buf, usize) {
         match self {
             Logits::All => (x, t),
-            Logits::Last => (x[(t - 1) * d..t * d].to_vec(), 1),
+            Logits::Last => (Buf::copy_of(&x[(t - 1) * d..t * d]), 1),
         }
     }
 }

@@ -3,6 +3,7 @@
 
 use crate::spec::{RopeParams, RopeScaling};
 use mixture_kernels::ops::{rope, RopeStyle};
+use mixture_kernels::reuse::Stash;
 use std::f64::consts::PI;
 
 /// `get_mscale` of the YaRN paper / DeepSeek: `0.1 * m * ln(s) + 1` for scale `s > 1`.
@@ -104,17 +105,14 @@ impl Rope {
         }
     }
 
-    /// cos and sin for one position (each `dims / 2` long).
-    pub fn cos_sin(&self, pos: usize) -> (Vec<f32>, Vec<f32>) {
-        let mut cos = Vec::with_capacity(self.inv_freq.len());
-        let mut sin = Vec::with_capacity(self.inv_freq.len());
-        for f in &self.inv_freq {
+    /// cos and sin for one position into `cos` and `sin` (each `dims / 2` long).
+    fn cos_sin_into(&self, pos: usize, cos: &mut [f32], sin: &mut [f32]) {
+        for ((f, c), s) in self.inv_freq.iter().zip(cos).zip(sin) {
             // Angles in f32 like the references (position * inv_freq computed in f32).
             let angle = (pos as f32) * (*f as f32);
-            cos.push(angle.cos() * self.attn_factor);
-            sin.push(angle.sin() * self.attn_factor);
+            *c = angle.cos() * self.attn_factor;
+            *s = angle.sin() * self.attn_factor;
         }
-        (cos, sin)
     }
 
     /// Rotate each of the `n_heads` heads of `x` (stride `head_stride`, rotated part starting
@@ -127,11 +125,19 @@ impl Rope {
         offset: usize,
         pos: usize,
     ) {
-        let (cos, sin) = self.cos_sin(pos);
-        let dims = 2 * cos.len();
+        thread_local! {
+            // The tables of one position, kept between calls (`reuse`).
+            static TABLE: Stash<f32> = const { Stash::new() };
+        }
+        let mut table: Vec<f32> = Stash::take(&TABLE);
+        let half = self.inv_freq.len();
+        table.resize(2 * half, 0.0);
+        let (cos, sin) = table.split_at_mut(half);
+        self.cos_sin_into(pos, cos, sin);
         for h in 0..n_heads {
             let start = h * head_stride + offset;
-            rope(&mut x[start..start + dims], &cos, &sin, self.style);
+            rope(&mut x[start..start + 2 * half], cos, sin, self.style);
         }
+        Stash::put(&TABLE, table);
     }
 }
