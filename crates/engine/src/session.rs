@@ -18,6 +18,20 @@ pub enum StopReason {
     Context,
 }
 
+/// Positions reserved at most ahead of use when the model's context is unknown.
+const UNKNOWN_CONTEXT_ROOM: usize = 1 << 15;
+
+/// Reserve room in `cache` for `tokens` more positions, capped at the context `ctx` (0 =
+/// unknown: then at [`UNKNOWN_CONTEXT_ROOM`]).
+pub(crate) fn reserve_room(cache: &mut KvCache, ctx: usize, tokens: usize) {
+    let cap = if ctx > 0 {
+        ctx.saturating_sub(cache.len)
+    } else {
+        UNKNOWN_CONTEXT_ROOM
+    };
+    cache.reserve(tokens.min(cap));
+}
+
 pub struct Session<'m> {
     model: &'m dyn Architecture,
     cache: KvCache,
@@ -51,12 +65,7 @@ impl<'m> Session<'m> {
     /// decoding them appends in place.
     pub fn reserve(&mut self, tokens: usize) {
         let ctx = self.context_length();
-        let room = if ctx > 0 {
-            tokens.min(ctx.saturating_sub(self.cache.len))
-        } else {
-            tokens
-        };
-        self.cache.reserve(room);
+        reserve_room(&mut self.cache, ctx, tokens);
     }
 
     /// Forget everything.

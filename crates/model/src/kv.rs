@@ -38,11 +38,15 @@ impl KvCache {
 
     /// Make room for `tokens` more positions without growing again (the decode loop then
     /// appends in place). Untouched capacity is address space only: no page of it is resident
-    /// until written.
+    /// until written. Only a hint: a request the allocator refuses (or absurdly many tokens)
+    /// leaves the cache to grow as it fills.
     pub fn reserve(&mut self, tokens: usize) {
         for l in &mut self.layers {
-            l.k.reserve_exact(tokens * l.k_width);
-            l.v.reserve_exact(tokens * l.v_width);
+            for (v, w) in [(&mut l.k, l.k_width), (&mut l.v, l.v_width)] {
+                if let Some(n) = tokens.checked_mul(w) {
+                    let _ = v.try_reserve_exact(n);
+                }
+            }
         }
     }
 

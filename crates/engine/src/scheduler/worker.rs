@@ -136,13 +136,17 @@ impl Worker {
     /// Start a sequence, from the prefix cache where it can.
     fn admit(&mut self, p: Pending) {
         let Pending { req, sink, cancel } = p;
-        let (cache, cached) = match self.prefix.take(&req.prompt) {
+        let (mut cache, cached) = match self.prefix.take(&req.prompt) {
             Some((mut cache, n)) => {
                 cache.truncate(n);
                 (cache, n)
             }
             None => (self.model.new_cache(), 0),
         };
+        // Room for the rest of the prompt and the whole answer (capped at the context): the
+        // cache then never grows (and copies itself) between decode steps.
+        let room = (req.prompt.len().saturating_sub(cached)).saturating_add(req.max_tokens);
+        crate::session::reserve_room(&mut cache, self.model.spec().hparams.context_length, room);
         let sh = &self.shared;
         sh.prompt_tokens
             .fetch_add(req.prompt.len() as u64, Ordering::Relaxed);
@@ -334,6 +338,8 @@ impl Worker {
             }
         }
         let tok = s.sampler.sample(&logits);
+        // The buffer serves a later step's logits (`reuse`).
+        mixture_kernels::reuse::give(logits);
         let (logprob, top) = match (s.logprobs, raw) {
             (Some(n), Some(raw)) => {
                 let (lp, top) = sampler::logprobs(&raw, tok, n);
