@@ -192,6 +192,10 @@ struct Plan<'a> {
     dot: Dot<'a>,
 }
 
+/// A participant's scratch in [`matmul_many`]: a float row, the tiled kernel's buffers, a
+/// `[n, t]` block (each sized when a task first needs it).
+type WorkerScratch = (Vec<f32>, gemm::Scratch, Vec<f32>);
+
 /// Activations quantized for the tiled kernel: (input pointer, length, activations).
 type GemmActs = (usize, usize, gemm::TiledActs);
 /// Activations quantized for the row dots: (input pointer, length, kind, activations).
@@ -206,8 +210,8 @@ thread_local! {
     static GROUPED: Stash<Option<GroupedActs>> = const { Stash::new() };
     static PLANS: Stash<Plan<'static>> = const { Stash::new() };
     static TASKS: Stash<Task<'static>> = const { Stash::new() };
-    /// Each participant's scratch: a float row, the tiled kernel's buffers, a `[n, t]` block.
-    static SCRATCH: RefCell<(Vec<f32>, gemm::Scratch, Vec<f32>)> = RefCell::default();
+    /// The participants' scratch ([`pool::PerSlot`]).
+    static SCRATCH: RefCell<Vec<WorkerScratch>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Run every job; see the module docs.
@@ -319,25 +323,15 @@ pub fn matmul_many(jobs: &mut [MatJob<'_>]) -> Result<(), KernelError> {
             });
         }
     }
-    let max_k = plans
-        .iter()
-        .filter(|p| matches!(p.dot, Dot::Float(_)))
-        .map(|p| p.w.cols)
-        .max()
-        .unwrap_or(0);
     let kernel = gemm::Kernel::best();
-    let result = pool::try_for_each_mut(&mut tasks, |_, task| -> Result<(), KernelError> {
-        let mut fresh = None;
-        SCRATCH.with(|s| {
-            // Nested in another call's task on this thread (not done today): its own scratch.
-            let mut held = s.try_borrow_mut().ok();
-            let (row_f32, bufs, tmp) = match held.as_deref_mut() {
-                Some(s) => s,
-                None => fresh.insert(Default::default()),
-            };
-            if row_f32.len() < max_k {
-                row_f32.resize(max_k, 0.0);
-            }
+    let mut fresh = Vec::new();
+    let result = SCRATCH.with(|kept| {
+        // Nested in another call on this thread (not done today): its own scratch.
+        let mut held = kept.try_borrow_mut().ok();
+        let slots = pool::PerSlot::new(held.as_deref_mut().unwrap_or(&mut fresh), 1);
+        pool::try_for_each_mut_slot(&mut tasks, |slot, _, task| {
+            // SAFETY: `slot` is this task's participant slot.
+            let (row_f32, bufs, tmp) = &mut unsafe { slots.get(slot) }[0];
             run_task(&plans[task.job], task, kernel, row_f32, bufs, tmp)
         })
     });
@@ -359,7 +353,7 @@ fn run_task(
     plan: &Plan<'_>,
     task: &mut Task<'_>,
     kernel: gemm::Kernel,
-    row_f32: &mut [f32],
+    row_f32: &mut Vec<f32>,
     bufs: &mut gemm::Scratch,
     tmp: &mut Vec<f32>,
 ) -> Result<(), KernelError> {
@@ -409,7 +403,7 @@ fn dot_into(
     first_row: usize,
     t: usize,
     dst: &mut [f32],
-    row_f32: &mut [f32],
+    row_f32: &mut Vec<f32>,
 ) -> Result<(), KernelError> {
     let rb = w.row_bytes();
     if let (Dot::Quant(rd), 1) = (dot, t) {
@@ -433,6 +427,11 @@ fn dot_into(
                     // F32 rows as stored (the routers' gates): no copy.
                     stored
                 } else {
+                    // Sized here, where it is needed, so that a decode step (whose float
+                    // weights, the routers, are dotted as stored) never sizes it.
+                    if row_f32.len() < k {
+                        row_f32.resize(k, 0.0);
+                    }
                     let row = &mut row_f32[..k];
                     w.dtype.dequantize_row(wr, row)?;
                     row

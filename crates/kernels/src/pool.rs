@@ -322,22 +322,87 @@ pub fn for_each_mut<T: Send>(items: &mut [T], f: impl Fn(usize, &mut T) + Sync) 
     });
 }
 
+/// [`for_each_mut`] with the participant's slot (below [`threads`]): `f(slot, i, &mut
+/// items[i])`. No two tasks run at once with the same slot.
+pub fn for_each_mut_slot<T: Send>(items: &mut [T], f: impl Fn(usize, usize, &mut T) + Sync) {
+    let n = items.len();
+    let ptr = Items(items.as_mut_ptr());
+    run(n, &|slot, i| {
+        // SAFETY: `i < n` and each index is run once.
+        f(slot, i, unsafe { ptr.get(i) })
+    });
+}
+
+/// A scratch slice for each participant of a region, cut from one buffer that the caller
+/// owns and sizes: whichever threads join a region, only the caller's thread allocates it (a
+/// worker's own thread-local scratch would allocate whenever it first joins such a region,
+/// which depends on timing).
+pub struct PerSlot<'a, T> {
+    ptr: *mut T,
+    per: usize,
+    slots: usize,
+    _buf: std::marker::PhantomData<&'a mut [T]>,
+}
+
+// SAFETY: each slot's slice is used by the participant running as that slot only (see `get`).
+unsafe impl<T: Send> Sync for PerSlot<'_, T> {}
+
+impl<'a, T: Default> PerSlot<'a, T> {
+    /// [`threads`] slices of `per` values from `buf` (grown with defaults if shorter; what is
+    /// there stays).
+    pub fn new(buf: &'a mut Vec<T>, per: usize) -> PerSlot<'a, T> {
+        let slots = threads();
+        if buf.len() < per * slots {
+            buf.resize_with(per * slots, T::default);
+        }
+        PerSlot {
+            ptr: buf.as_mut_ptr(),
+            per,
+            slots,
+            _buf: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<T> PerSlot<'_, T> {
+    /// Slot `slot`'s slice.
+    ///
+    /// # Safety
+    /// Only the participant running as `slot` in a region calls this (the `slot` given to
+    /// its task by [`for_each_mut_slot`] or [`run`]), one borrow at a time.
+    #[allow(clippy::mut_from_ref)]
+    pub unsafe fn get(&self, slot: usize) -> &mut [T] {
+        assert!(slot < self.slots, "slot {slot} of {}", self.slots);
+        // SAFETY: the slices of distinct slots are disjoint parts of the borrowed buffer;
+        // the caller guarantees one user per slot.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(slot * self.per), self.per) }
+    }
+}
+
 /// [`for_each_mut`] that stops early at the first error, which it returns (which tasks ran is
 /// then open). Allocates nothing.
 pub fn try_for_each_mut<T: Send, E: Send>(
     items: &mut [T],
     f: impl Fn(usize, &mut T) -> Result<(), E> + Sync,
 ) -> Result<(), E> {
+    try_for_each_mut_slot(items, |_, i, t| f(i, t))
+}
+
+/// [`try_for_each_mut`] with the participant's slot, as in [`for_each_mut_slot`].
+pub fn try_for_each_mut_slot<T: Send, E: Send>(
+    items: &mut [T],
+    f: impl Fn(usize, usize, &mut T) -> Result<(), E> + Sync,
+) -> Result<(), E> {
     let n = items.len();
     let ptr = Items(items.as_mut_ptr());
     let failed = AtomicBool::new(false);
     let error: Mutex<Option<E>> = Mutex::new(None);
-    run(n, &|_, i| {
+    run(n, &|slot, i| {
         if failed.load(Ordering::Relaxed) {
             return;
         }
         // SAFETY: `i < n` and each index is run once.
-        if let Err(e) = f(i, unsafe { ptr.get(i) }) {
+        if let Err(e) = f(slot, i, unsafe { ptr.get(i) }) {
             failed.store(true, Ordering::Relaxed);
             if let Ok(mut g) = error.lock() {
                 g.get_or_insert(e);

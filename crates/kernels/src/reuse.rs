@@ -65,13 +65,14 @@ impl<S> Default for Stash<S> {
     }
 }
 
-/// Buffers above this many floats are freed rather than kept: a prompt's big activations
-/// should not stay allocated while the sequence decodes (decode's largest buffer, the
-/// logits, is one vocabulary wide: 102400 floats on DeepSeek-V2, 152064 on Qwen2).
-pub const KEEP_MAX_FLOATS: usize = 1 << 18;
+/// Floats kept per thread at most, all buffers together (64 MiB): enough for a decode step's
+/// buffers many times over (its largest, the logits, is one vocabulary wide: 102400 floats
+/// on DeepSeek-V2) and for most of a 512-token prompt's per-layer activations, which then
+/// reuse each other's pages from layer to layer instead of faulting in fresh zeroed ones.
+pub const KEEP_FLOATS: usize = 1 << 24;
 
 /// Buffers kept per thread at most.
-pub const KEEP_MAX: usize = 48;
+pub const KEEP_MAX: usize = 256;
 
 thread_local! {
     static FLOATS: RefCell<Vec<Vec<f32>>> = const { RefCell::new(Vec::new()) };
@@ -80,17 +81,7 @@ thread_local! {
 /// `len` zeros, in a kept buffer when one is large enough (the smallest such), else newly
 /// allocated.
 pub fn floats(len: usize) -> Vec<f32> {
-    let kept = FLOATS.with(|f| {
-        let mut f = f.try_borrow_mut().ok()?;
-        let i = f
-            .iter()
-            .enumerate()
-            .filter(|(_, v)| v.capacity() >= len)
-            .min_by_key(|(_, v)| v.capacity())
-            .map(|(i, _)| i)?;
-        Some(f.swap_remove(i))
-    });
-    match kept {
+    match kept(len) {
         Some(mut v) => {
             v.clear();
             v.resize(len, 0.0);
@@ -100,6 +91,36 @@ pub fn floats(len: usize) -> Vec<f32> {
     }
 }
 
+/// `len` floats of unspecified value (a kept buffer's stale contents, zeros past them), for
+/// a caller that overwrites every one: no zeroing pass over a buffer about to be written.
+pub fn floats_for_overwrite(len: usize) -> Vec<f32> {
+    match kept(len) {
+        Some(mut v) => {
+            if v.len() >= len {
+                v.truncate(len);
+            } else {
+                v.resize(len, 0.0);
+            }
+            v
+        }
+        None => vec![0.0; len],
+    }
+}
+
+/// The smallest kept buffer of at least `len` floats, taken off the list.
+fn kept(len: usize) -> Option<Vec<f32>> {
+    FLOATS.with(|f| {
+        let mut f = f.try_borrow_mut().ok()?;
+        let i = f
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| v.capacity() >= len)
+            .min_by_key(|(_, v)| v.capacity())
+            .map(|(i, _)| i)?;
+        Some(f.swap_remove(i))
+    })
+}
+
 /// A copy of `x` in a buffer from the free list when one is large enough.
 pub fn floats_from(x: &[f32]) -> Vec<f32> {
     let mut v = floats(x.len());
@@ -107,17 +128,20 @@ pub fn floats_from(x: &[f32]) -> Vec<f32> {
     v
 }
 
-/// Keep `v` for a later [`floats`] on this thread (unless it is too large, or enough are kept:
-/// then the smallest goes).
+/// Keep `v` for a later [`floats`] on this thread (unless that would keep more than
+/// [`KEEP_FLOATS`], or enough are kept: then the smallest goes if `v` is larger).
 pub fn give(v: Vec<f32>) {
-    if v.capacity() == 0 || v.capacity() > KEEP_MAX_FLOATS {
+    if v.capacity() == 0 || v.capacity() > KEEP_FLOATS {
         return;
     }
     FLOATS.with(|f| {
         let Ok(mut f) = f.try_borrow_mut() else {
             return;
         };
-        if f.len() < KEEP_MAX {
+        let held: usize = f.iter().map(|k| k.capacity()).sum();
+        if held + v.capacity() > KEEP_FLOATS {
+            // Over the budget: freed.
+        } else if f.len() < KEEP_MAX {
             // The list's own allocation is made once (`KEEP_MAX` entries).
             let n = f.len();
             f.reserve_exact(KEEP_MAX - n);
@@ -147,6 +171,12 @@ impl Buf {
     /// `len` zeros.
     pub fn zeros(len: usize) -> Buf {
         Buf(floats(len))
+    }
+
+    /// `len` floats of unspecified value, for a caller that overwrites every one
+    /// ([`floats_for_overwrite`]).
+    pub fn for_overwrite(len: usize) -> Buf {
+        Buf(floats_for_overwrite(len))
     }
 
     /// A copy of `x`.
@@ -217,9 +247,15 @@ mod tests {
         // Too large to keep: the list does not grow.
         let kept = || FLOATS.with(|f| f.borrow().len());
         let before = kept();
-        give(floats(KEEP_MAX_FLOATS + 1));
+        give(floats(KEEP_FLOATS + 1));
         assert_eq!(kept(), before);
         give(b);
         assert_eq!(kept(), before + 1);
+        // Taken for overwriting: the stale values stay (no zeroing pass).
+        let mut c = floats_for_overwrite(10);
+        c.iter_mut().for_each(|v| *v = 2.5);
+        give(c);
+        let d = floats_for_overwrite(8);
+        assert!(d.len() == 8 && d.iter().all(|&v| v == 2.5));
     }
 }

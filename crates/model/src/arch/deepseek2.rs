@@ -244,7 +244,7 @@ impl Deepseek2 {
             static JOBS: Stash<(&'static Linear, &'static [f32])> = const { Stash::new() };
             static HEADS: Stash<Buf> = const { Stash::new() };
             static LATENTS: Stash<&'static mut [f32]> = const { Stash::new() };
-            /// Each participant's scores and rope scores.
+            /// The participants' scores and rope scores ([`pool::PerSlot`]).
             static SCORES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
         }
         let t: usize = segs.iter().map(|s| s.rows.len()).sum();
@@ -274,16 +274,16 @@ impl Deepseek2 {
         let mut latents = Buf::zeros(nh * t * lora); // nh x [t, lora]
         let mut per_head: Vec<&mut [f32]> = Stash::take(&LATENTS);
         per_head.extend(latents.chunks_exact_mut(t * lora));
-        pool::for_each_mut(&mut per_head, |head, latent| {
-            let q_abs = &q_abs[head];
-            let mut fresh = Vec::new();
-            SCORES.with(|kept| {
-                let mut held = kept.try_borrow_mut().ok();
-                // Nested in another region's task on this thread (not done today): its own.
-                let scratch = held.as_deref_mut().unwrap_or(&mut fresh);
-                if scratch.len() < 2 * max_pos {
-                    scratch.resize(2 * scratch_positions(max_pos), 0.0);
-                }
+        let mut fresh = Vec::new();
+        SCORES.with(|kept| {
+            let mut held = kept.try_borrow_mut().ok();
+            // Nested in another call on this thread (not done today): its own.
+            let buf = held.as_deref_mut().unwrap_or(&mut fresh);
+            let slots = pool::PerSlot::new(buf, 2 * scratch_positions(max_pos));
+            pool::for_each_mut_slot(&mut per_head, |slot, head, latent| {
+                let q_abs = &q_abs[head];
+                // SAFETY: `slot` is this task's participant slot.
+                let scratch = unsafe { slots.get(slot) };
                 let (scores, rope_scores) = scratch.split_at_mut(max_pos);
                 let mut i = 0; // row within the segments
                 for s in segs {

@@ -59,9 +59,10 @@ impl Linear {
 
     /// [`Linear::forward_many`] for a number of layers known here.
     pub fn forward_n<const N: usize>(layers: [(&Linear, &[f32]); N]) -> Result<[Buf; N]> {
+        // Every element is written by the matmul.
         let mut outs: [Buf; N] = std::array::from_fn(|i| {
             let (l, x) = layers[i];
-            Buf::zeros(x.len() / l.inp.max(1) * l.out)
+            Buf::for_overwrite(x.len() / l.inp.max(1) * l.out)
         });
         Linear::run(&layers, &mut outs)?;
         Ok(outs)
@@ -78,10 +79,11 @@ impl Linear {
     /// [`Linear::forward_many`], each output appended to `outs`.
     pub fn forward_into(layers: &[(&Linear, &[f32])], outs: &mut Vec<Buf>) -> Result<()> {
         let first = outs.len();
+        // Every element is written by the matmul.
         outs.extend(
             layers
                 .iter()
-                .map(|(l, x)| Buf::zeros(x.len() / l.inp.max(1) * l.out)),
+                .map(|(l, x)| Buf::for_overwrite(x.len() / l.inp.max(1) * l.out)),
         );
         Linear::run(layers, &mut outs[first..])
     }
@@ -213,7 +215,7 @@ pub fn attention_many(
         static UNITS: Stash<(usize, usize)> = const { Stash::new() };
         static CHUNKS: Stash<Option<&'static mut [f32]>> = const { Stash::new() };
         static TASKS: Stash<AttnTask<'static>> = const { Stash::new() };
-        /// Each participant's scores.
+        /// The participants' scores ([`pool::PerSlot`]).
         static SCORES: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
     }
     // Every output row as (sequence, token within it).
@@ -273,15 +275,15 @@ pub fn attention_many(
             });
         }
     }
-    pool::for_each_mut(&mut tasks, |_, task| {
-        let mut fresh = Vec::new();
-        SCORES.with(|kept| {
-            let mut held = kept.try_borrow_mut().ok();
-            // Nested in another region's task on this thread (not done today): its own.
-            let scratch = held.as_deref_mut().unwrap_or(&mut fresh);
-            if scratch.len() < 2 * per_task * max_pos {
-                scratch.resize(2 * per_task * scratch_positions(max_pos), 0.0);
-            }
+    let mut fresh = Vec::new();
+    SCORES.with(|kept| {
+        let mut held = kept.try_borrow_mut().ok();
+        // Nested in another call on this thread (not done today): its own.
+        let buf = held.as_deref_mut().unwrap_or(&mut fresh);
+        let slots = pool::PerSlot::new(buf, 2 * per_task * scratch_positions(max_pos));
+        pool::for_each_mut_slot(&mut tasks, |slot, _, task| {
+            // SAFETY: `slot` is this task's participant slot.
+            let scratch = unsafe { slots.get(slot) };
             let (h0, (si, ti)) = (task.h0, rows[task.row]);
             let AttnSeq { q, keys, values } = seqs[si];
             let t = q.len() / (n_heads * qk_dim);
@@ -681,7 +683,7 @@ impl Moe {
             // Every token in order (always so for one token): the input is `x` itself.
             let all = span.len() == t && span.iter().enumerate().all(|(i, a)| a.1 == i);
             let input = (!all).then(|| {
-                let mut xe = Buf::zeros(span.len() * hidden);
+                let mut xe = Buf::for_overwrite(span.len() * hidden); // every row copied
                 for (row, a) in xe.chunks_exact_mut(hidden).zip(span) {
                     row.copy_from_slice(&x[a.1 * hidden..(a.1 + 1) * hidden]);
                 }
