@@ -661,16 +661,15 @@ impl Moe {
         let logits = self.router.forward(x, t)?; // [t, n_experts]
                                                  // Every (expert, token, weight) routed, by expert then token.
         let mut assign: Vec<(usize, usize, f32)> = Stash::take(&ASSIGN);
+        let mut chosen: Vec<(usize, f32)> = Stash::take(&CHOSEN);
         for ti in 0..t {
-            let first = assign.len();
-            let mut chosen: Vec<(usize, f32)> = Stash::take(&CHOSEN);
+            chosen.clear();
             self.route_into(&logits[ti * ne..(ti + 1) * ne], &mut chosen);
             assign.extend(chosen.iter().map(|&(e, w)| (e, ti, w)));
-            Stash::put(&CHOSEN, chosen);
-            debug_assert!(assign[first..].iter().all(|a| a.0 < ne));
         }
+        Stash::put(&CHOSEN, chosen);
         drop(logits);
-        // (expert, tokens) pairs are distinct: the unstable sort gives one order.
+        // (expert, token) pairs are distinct: the unstable sort gives one order.
         assign.sort_unstable_by_key(|a| (a.0, a.1));
         // Each used expert: (expert, its span of `assign`, its gathered input if not `x`).
         let mut used: Vec<(usize, usize, usize, Option<usize>)> = Stash::take(&USED);
