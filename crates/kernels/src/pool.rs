@@ -9,7 +9,7 @@
 //! and 1.73 of 2 CPUs used. Here a worker that has finished a region spins on one shared word
 //! for [`SPIN`] before it parks, and the thread that opens a region works on it too.
 //!
-//! A region is `n` tasks, run by [`run`]'s helpers ([`for_each_mut`], [`try_for_each_mut_init`],
+//! A region is `n` tasks, run by [`run`]'s helpers ([`for_each_mut`], [`try_for_each_mut`],
 //! [`map`]). Each participant (the caller is slot 0, worker `w` slot `w`) first takes the tasks
 //! of its own contiguous share of `0..n`, in order, then helps the others with theirs, so each
 //! thread streams a contiguous stretch of weights as under rayon's splitting. Which thread runs
@@ -297,21 +297,6 @@ impl<T> Items<T> {
     }
 }
 
-/// One participant's state, touched only by the thread in that slot.
-struct Slots<S>(Box<[UnsafeCell<Option<S>>]>);
-// SAFETY: slot `s` is used only by the participant running as `s`; states are created and
-// used on that thread and dropped by the caller after the region.
-unsafe impl<S: Send> Sync for Slots<S> {}
-
-impl<S> Slots<S> {
-    /// # Safety
-    /// Only the participant running as `slot` calls this, one borrow at a time.
-    #[allow(clippy::mut_from_ref)]
-    unsafe fn get(&self, slot: usize) -> &mut Option<S> {
-        &mut *self.0[slot].get()
-    }
-}
-
 /// `f(i, &mut items[i])` for every item, in parallel.
 pub fn for_each_mut<T: Send>(items: &mut [T], f: impl Fn(usize, &mut T) + Sync) {
     let n = items.len();
@@ -415,50 +400,6 @@ pub fn try_for_each_mut_slot<T: Send, E: Send>(
     }
 }
 
-/// [`for_each_mut`] with a scratch value per participant, made by `init` when it first runs a
-/// task; stops early at the first error, which it returns (which tasks ran is then open).
-pub fn try_for_each_mut_init<T: Send, S: Send, E: Send>(
-    items: &mut [T],
-    init: impl Fn() -> S + Sync,
-    f: impl Fn(&mut S, usize, &mut T) -> Result<(), E> + Sync,
-) -> Result<(), E> {
-    let n = items.len();
-    let ptr = Items(items.as_mut_ptr());
-    let slots = Slots((0..threads()).map(|_| UnsafeCell::new(None)).collect());
-    let failed = AtomicBool::new(false);
-    let error: Mutex<Option<E>> = Mutex::new(None);
-    run(n, &|slot, i| {
-        if failed.load(Ordering::Relaxed) {
-            return;
-        }
-        // SAFETY: as in `Slots` and `Items`.
-        let s = unsafe { slots.get(slot) }.get_or_insert_with(&init);
-        if let Err(e) = f(s, i, unsafe { ptr.get(i) }) {
-            failed.store(true, Ordering::Relaxed);
-            if let Ok(mut g) = error.lock() {
-                g.get_or_insert(e);
-            }
-        }
-    });
-    match error.into_inner().unwrap_or_else(|p| p.into_inner()) {
-        Some(e) => Err(e),
-        None => Ok(()),
-    }
-}
-
-/// [`for_each_mut`] with a scratch value per participant (see [`try_for_each_mut_init`]).
-pub fn for_each_mut_init<T: Send, S: Send>(
-    items: &mut [T],
-    init: impl Fn() -> S + Sync,
-    f: impl Fn(&mut S, usize, &mut T) + Sync,
-) {
-    let r: Result<(), std::convert::Infallible> = try_for_each_mut_init(items, init, |s, i, t| {
-        f(s, i, t);
-        Ok(())
-    });
-    let Ok(()) = r;
-}
-
 /// `f(i)` for every `i` in `0..n`, in parallel, collected in order.
 pub fn map<T: Send>(n: usize, f: impl Fn(usize) -> T + Sync) -> Vec<T> {
     let mut out: Vec<Option<T>> = (0..n).map(|_| None).collect();
@@ -492,19 +433,23 @@ mod tests {
     #[test]
     fn first_error_is_returned() {
         let mut items = vec![0u8; 500];
-        let r = try_for_each_mut_init(
-            &mut items,
-            || 0usize,
-            |count, i, _| {
-                *count += 1;
-                if i == 321 {
-                    Err(i)
-                } else {
-                    Ok(())
-                }
-            },
-        );
+        let r = try_for_each_mut(&mut items, |i, _| if i == 321 { Err(i) } else { Ok(()) });
         assert_eq!(r, Err(321));
+    }
+
+    #[test]
+    fn each_slot_scratch_has_one_user_at_a_time() {
+        // Every task bumps its slot's counter without atomics; the total shows no update was
+        // lost to two participants sharing a slot.
+        let mut buf = Vec::new();
+        let slots = PerSlot::new(&mut buf, 1);
+        let mut items = vec![0u8; 4000];
+        for_each_mut_slot(&mut items, |slot, _, _| {
+            // SAFETY: `slot` is this task's participant slot.
+            let c: &mut [u64] = unsafe { slots.get(slot) };
+            c[0] = std::hint::black_box(c[0]) + 1;
+        });
+        assert_eq!(buf.iter().sum::<u64>(), 4000);
     }
 
     #[test]

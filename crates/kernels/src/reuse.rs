@@ -74,14 +74,58 @@ pub const KEEP_FLOATS: usize = 1 << 24;
 /// Buffers kept per thread at most.
 pub const KEEP_MAX: usize = 256;
 
+/// A per-thread list of kept buffers ([`take_kept`], [`keep`]).
+pub type Kept<T> = RefCell<Vec<Vec<T>>>;
+
+/// The smallest buffer of `key`'s list with room for `len` values, taken off the list
+/// (with the values it held), if any.
+pub fn take_kept<T>(key: &'static LocalKey<Kept<T>>, len: usize) -> Option<Vec<T>> {
+    key.with(|k| {
+        let mut k = k.try_borrow_mut().ok()?;
+        let i = k
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| v.capacity() >= len)
+            .min_by_key(|(_, v)| v.capacity())?
+            .0;
+        Some(k.swap_remove(i))
+    })
+}
+
+/// Put `v` on `key`'s list, unless the list's buffers would then hold more than `max_values`
+/// together; with `max_len` buffers kept already, `v` replaces the smallest if it is larger.
+pub fn keep<T>(key: &'static LocalKey<Kept<T>>, v: Vec<T>, max_len: usize, max_values: usize) {
+    if v.capacity() == 0 || v.capacity() > max_values {
+        return;
+    }
+    key.with(|k| {
+        let Ok(mut k) = k.try_borrow_mut() else {
+            return;
+        };
+        let held: usize = k.iter().map(|b| b.capacity()).sum();
+        if held + v.capacity() > max_values {
+            // Over the budget: freed.
+        } else if k.len() < max_len {
+            // The list's own allocation is made once (`max_len` entries).
+            let n = k.len();
+            k.reserve_exact(max_len - n);
+            k.push(v);
+        } else if let Some(small) = k.iter_mut().min_by_key(|b| b.capacity()) {
+            if small.capacity() < v.capacity() {
+                *small = v;
+            }
+        }
+    });
+}
+
 thread_local! {
-    static FLOATS: RefCell<Vec<Vec<f32>>> = const { RefCell::new(Vec::new()) };
+    static FLOATS: Kept<f32> = const { RefCell::new(Vec::new()) };
 }
 
 /// `len` zeros, in a kept buffer when one is large enough (the smallest such), else newly
 /// allocated.
 pub fn floats(len: usize) -> Vec<f32> {
-    match kept(len) {
+    match take_kept(&FLOATS, len) {
         Some(mut v) => {
             v.clear();
             v.resize(len, 0.0);
@@ -94,7 +138,7 @@ pub fn floats(len: usize) -> Vec<f32> {
 /// `len` floats of unspecified value (a kept buffer's stale contents, zeros past them), for
 /// a caller that overwrites every one: no zeroing pass over a buffer about to be written.
 pub fn floats_for_overwrite(len: usize) -> Vec<f32> {
-    match kept(len) {
+    match take_kept(&FLOATS, len) {
         Some(mut v) => {
             if v.len() >= len {
                 v.truncate(len);
@@ -107,20 +151,6 @@ pub fn floats_for_overwrite(len: usize) -> Vec<f32> {
     }
 }
 
-/// The smallest kept buffer of at least `len` floats, taken off the list.
-fn kept(len: usize) -> Option<Vec<f32>> {
-    FLOATS.with(|f| {
-        let mut f = f.try_borrow_mut().ok()?;
-        let i = f
-            .iter()
-            .enumerate()
-            .filter(|(_, v)| v.capacity() >= len)
-            .min_by_key(|(_, v)| v.capacity())
-            .map(|(i, _)| i)?;
-        Some(f.swap_remove(i))
-    })
-}
-
 /// A copy of `x` in a buffer from the free list when one is large enough.
 pub fn floats_from(x: &[f32]) -> Vec<f32> {
     let mut v = floats(x.len());
@@ -131,30 +161,7 @@ pub fn floats_from(x: &[f32]) -> Vec<f32> {
 /// Keep `v` for a later [`floats`] on this thread (unless that would keep more than
 /// [`KEEP_FLOATS`], or enough are kept: then the smallest goes if `v` is larger).
 pub fn give(v: Vec<f32>) {
-    if v.capacity() == 0 || v.capacity() > KEEP_FLOATS {
-        return;
-    }
-    FLOATS.with(|f| {
-        let Ok(mut f) = f.try_borrow_mut() else {
-            return;
-        };
-        let held: usize = f.iter().map(|k| k.capacity()).sum();
-        if held + v.capacity() > KEEP_FLOATS {
-            // Over the budget: freed.
-        } else if f.len() < KEEP_MAX {
-            // The list's own allocation is made once (`KEEP_MAX` entries).
-            let n = f.len();
-            f.reserve_exact(KEEP_MAX - n);
-            f.push(v);
-        } else if let Some((i, _)) = f
-            .iter()
-            .enumerate()
-            .min_by_key(|(_, k)| k.capacity())
-            .filter(|(_, k)| k.capacity() < v.capacity())
-        {
-            f[i] = v;
-        }
-    });
+    keep(&FLOATS, v, KEEP_MAX, KEEP_FLOATS);
 }
 
 /// [`give`] every buffer of `vs`.

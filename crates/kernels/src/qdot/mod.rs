@@ -16,6 +16,7 @@ pub mod scalar;
 pub mod x86;
 
 use crate::dtype::DType;
+use crate::reuse::{keep, take_kept, Kept};
 use half::f16;
 use std::sync::OnceLock;
 
@@ -489,10 +490,8 @@ trait Spare: Sized + 'static {
 const SPARES: usize = 128;
 
 /// Bytes kept per block type and thread at most: decode's buffers are a few KiB each; a
-/// prompt's larger activations are freed rather than kept.
+/// prompt's larger activations are freed rather than kept (see [`crate::reuse::keep`]).
 const SPARE_BYTES: usize = 4 << 20;
-
-type Kept<B> = std::cell::RefCell<Vec<Vec<B>>>;
 
 thread_local! {
     static KEPT_Q8_0: Kept<BlockQ8_0x> = const { std::cell::RefCell::new(Vec::new()) };
@@ -500,52 +499,16 @@ thread_local! {
     static KEPT_Q8K: Kept<BlockQ8Kx> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-fn take_kept<B>(key: &'static std::thread::LocalKey<Kept<B>>, len: usize) -> Vec<B> {
-    key.with(|k| {
-        let mut k = k.try_borrow_mut().ok()?;
-        let i = k
-            .iter()
-            .enumerate()
-            .filter(|(_, v)| v.capacity() >= len)
-            .min_by_key(|(_, v)| v.capacity())?
-            .0;
-        Some(k.swap_remove(i))
-    })
-    .unwrap_or_else(|| Vec::with_capacity(len))
-}
-
-fn put_kept<B>(key: &'static std::thread::LocalKey<Kept<B>>, mut v: Vec<B>) {
-    let bytes = |v: &Vec<B>| v.capacity() * size_of::<B>();
-    if v.capacity() == 0 {
-        return;
-    }
-    v.clear();
-    key.with(|k| {
-        if let Ok(mut k) = k.try_borrow_mut() {
-            if k.iter().map(bytes).sum::<usize>() + bytes(&v) > SPARE_BYTES {
-                // Over the budget: dropped.
-            } else if k.len() < SPARES {
-                let n = k.len();
-                k.reserve_exact(SPARES - n);
-                k.push(v);
-            } else if let Some(small) = k.iter_mut().min_by_key(|s| s.capacity()) {
-                // Full: keep the larger.
-                if small.capacity() < v.capacity() {
-                    *small = v;
-                }
-            }
-        }
-    });
-}
-
 macro_rules! spare {
     ($t:ty, $key:ident) => {
         impl Spare for $t {
             fn take(len: usize) -> Vec<Self> {
-                take_kept(&$key, len)
+                let mut v = take_kept(&$key, len).unwrap_or_else(|| Vec::with_capacity(len));
+                v.clear();
+                v
             }
             fn put(v: Vec<Self>) {
-                put_kept(&$key, v)
+                keep(&$key, v, SPARES, SPARE_BYTES / size_of::<$t>())
             }
         }
     };
