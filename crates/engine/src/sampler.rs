@@ -45,7 +45,7 @@ pub struct Sampler {
     counts: HashMap<u32, u32>,
     /// Working vectors kept between tokens (a decode step allocates nothing once they are
     /// sized): the penalised logits, the candidates, their probabilities.
-    penalised: Vec<f32>,
+    penalised_logits: Vec<f32>,
     cand: Vec<(u32, f32)>,
     probs: Vec<f32>,
 }
@@ -57,7 +57,7 @@ impl Sampler {
             params,
             rng,
             counts: HashMap::new(),
-            penalised: Vec::new(),
+            penalised_logits: Vec::new(),
             cand: Vec::new(),
             probs: Vec::new(),
         }
@@ -77,7 +77,7 @@ impl Sampler {
     /// Pick the next token from one row of logits, and record it for the penalties.
     pub fn sample(&mut self, logits: &[f32]) -> u32 {
         let tok = if self.penalised() && !self.counts.is_empty() {
-            let mut l = std::mem::take(&mut self.penalised);
+            let mut l = std::mem::take(&mut self.penalised_logits);
             l.clear();
             l.extend_from_slice(logits);
             let (pp, fp) = (self.params.presence_penalty, self.params.frequency_penalty);
@@ -87,7 +87,7 @@ impl Sampler {
                 }
             }
             let tok = self.pick(&l);
-            self.penalised = l;
+            self.penalised_logits = l;
             tok
         } else {
             self.pick(logits)

@@ -18,18 +18,20 @@ pub enum StopReason {
     Context,
 }
 
-/// Positions reserved at most ahead of use when the model's context is unknown.
-const UNKNOWN_CONTEXT_ROOM: usize = 1 << 15;
+/// Positions reserved at most ahead of use: a long answer beyond them grows the cache as it
+/// fills (amortised doubling), but a sequence never commits address space for a 128k context
+/// it may not use (which counts under strict overcommit, `vm.overcommit_memory=2`).
+const RESERVE_AHEAD: usize = 8192;
 
 /// Reserve room in `cache` for `tokens` more positions, capped at the context `ctx` (0 =
-/// unknown: then at [`UNKNOWN_CONTEXT_ROOM`]).
+/// unknown) and at [`RESERVE_AHEAD`].
 pub(crate) fn reserve_room(cache: &mut KvCache, ctx: usize, tokens: usize) {
-    let cap = if ctx > 0 {
-        ctx.saturating_sub(cache.len)
+    let room = if ctx > 0 {
+        tokens.min(ctx.saturating_sub(cache.len))
     } else {
-        UNKNOWN_CONTEXT_ROOM
+        tokens
     };
-    cache.reserve(tokens.min(cap));
+    cache.reserve(room.min(RESERVE_AHEAD));
 }
 
 pub struct Session<'m> {
@@ -61,8 +63,8 @@ impl<'m> Session<'m> {
         self.cache.len == 0
     }
 
-    /// Make room in the cache for `tokens` more positions (at most up to the context), so that
-    /// decoding them appends in place.
+    /// Make room in the cache for `tokens` more positions (at most up to the context, and
+    /// 8192 ahead), so that decoding them appends in place.
     pub fn reserve(&mut self, tokens: usize) {
         let ctx = self.context_length();
         reserve_room(&mut self.cache, ctx, tokens);

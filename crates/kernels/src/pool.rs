@@ -308,7 +308,8 @@ pub fn for_each_mut<T: Send>(items: &mut [T], f: impl Fn(usize, &mut T) + Sync) 
 }
 
 /// [`for_each_mut`] with the participant's slot (below [`threads`]): `f(slot, i, &mut
-/// items[i])`. No two tasks run at once with the same slot.
+/// items[i])`. No two tasks of this region run at once with the same slot (a region nested in
+/// one of them numbers its own slots from 0 again).
 pub fn for_each_mut_slot<T: Send>(items: &mut [T], f: impl Fn(usize, usize, &mut T) + Sync) {
     let n = items.len();
     let ptr = Items(items.as_mut_ptr());
@@ -353,8 +354,10 @@ impl<T> PerSlot<'_, T> {
     /// Slot `slot`'s slice.
     ///
     /// # Safety
-    /// Only the participant running as `slot` in a region calls this (the `slot` given to
-    /// its task by [`for_each_mut_slot`] or [`run`]), one borrow at a time.
+    /// Only from the tasks of the one region this `PerSlot` was made for, with the `slot`
+    /// that region gave the task ([`for_each_mut_slot`], [`run`]), one borrow at a time. Slot
+    /// numbers are unique within a region only: a region nested in a task runs on that task's
+    /// thread with slot 0, which the outer region's caller holds too.
     #[allow(clippy::mut_from_ref)]
     pub unsafe fn get(&self, slot: usize) -> &mut [T] {
         assert!(slot < self.slots, "slot {slot} of {}", self.slots);

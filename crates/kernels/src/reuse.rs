@@ -39,15 +39,20 @@ impl<S> Stash<S> {
         Stash(Cell::new(Vec::new()))
     }
 
-    /// The kept vector (empty; a new one if another call holds it), as elements of type `T`.
+    /// The kept vector (empty; a new one if another call holds it, or the thread is
+    /// exiting), as elements of type `T`.
     pub fn take<T>(key: &'static LocalKey<Stash<S>>) -> Vec<T> {
-        recycle(key.with(|s| s.0.take()))
+        recycle(key.try_with(|s| s.0.take()).unwrap_or_default())
     }
 
-    /// Keep `v`'s allocation (emptied) for the next [`Stash::take`].
+    /// Keep `v`'s allocation (emptied) for the next [`Stash::take`], unless it is larger than
+    /// [`STASH_MAX_BYTES`] (a long prompt's task list is not kept for the decode after it).
     pub fn put<T>(key: &'static LocalKey<Stash<S>>, v: Vec<T>) {
-        let v = recycle(v);
-        key.with(|s| {
+        let v: Vec<S> = recycle(v);
+        if v.capacity() * size_of::<S>() > STASH_MAX_BYTES {
+            return;
+        }
+        let _ = key.try_with(|s| {
             // Keep the larger of two (a nested call's vector may come back first).
             let old = s.0.take();
             s.0.set(if old.capacity() > v.capacity() {
@@ -65,6 +70,17 @@ impl<S> Default for Stash<S> {
     }
 }
 
+/// Free `v`'s allocation if it holds more than `max_bytes` (a kept scratch buffer after a
+/// call that needed an unusually large one).
+pub fn trim<T>(v: &mut Vec<T>, max_bytes: usize) {
+    if v.capacity() * size_of::<T>() > max_bytes {
+        *v = Vec::new();
+    }
+}
+
+/// A [`Stash`] keeps vectors up to this size (a decode step's lists are a few KiB).
+pub const STASH_MAX_BYTES: usize = 1 << 20;
+
 /// Floats kept per thread at most, all buffers together (64 MiB): enough for a decode step's
 /// buffers many times over (its largest, the logits, is one vocabulary wide: 102400 floats
 /// on DeepSeek-V2) and for most of a 512-token prompt's per-layer activations, which then
@@ -80,7 +96,7 @@ pub type Kept<T> = RefCell<Vec<Vec<T>>>;
 /// The smallest buffer of `key`'s list with room for `len` values, taken off the list
 /// (with the values it held), if any.
 pub fn take_kept<T>(key: &'static LocalKey<Kept<T>>, len: usize) -> Option<Vec<T>> {
-    key.with(|k| {
+    key.try_with(|k| {
         let mut k = k.try_borrow_mut().ok()?;
         let i = k
             .iter()
@@ -90,6 +106,8 @@ pub fn take_kept<T>(key: &'static LocalKey<Kept<T>>, len: usize) -> Option<Vec<T
             .0;
         Some(k.swap_remove(i))
     })
+    .ok()
+    .flatten()
 }
 
 /// Put `v` on `key`'s list, unless the list's buffers would then hold more than `max_values`
@@ -98,7 +116,8 @@ pub fn keep<T>(key: &'static LocalKey<Kept<T>>, v: Vec<T>, max_len: usize, max_v
     if v.capacity() == 0 || v.capacity() > max_values {
         return;
     }
-    key.with(|k| {
+    // A thread that is exiting (its thread-locals gone) just frees `v`.
+    let _ = key.try_with(|k| {
         let Ok(mut k) = k.try_borrow_mut() else {
             return;
         };

@@ -16,6 +16,7 @@
 
 use super::layers::{
     add_in_place, attention, embed, scratch_positions, FeedForward, Ffn, Linear, Moe, RmsNorm,
+    SCORES_KEEP_BYTES,
 };
 use super::rope::{yarn_mscale, Rope};
 use super::{Architecture, BatchItem, BatchRows, Logits};
@@ -26,7 +27,7 @@ use crate::names;
 use crate::spec::{MlaParams, ModelSpec, RopeScaling};
 use mixture_kernels::ops::softmax;
 use mixture_kernels::pool;
-use mixture_kernels::reuse::{Buf, Stash};
+use mixture_kernels::reuse::{self, Buf, Stash};
 use mixture_kernels::vecf32::{axpy_strided, dot_strided};
 use std::cell::RefCell;
 
@@ -253,7 +254,7 @@ impl Deepseek2 {
         }
         // Absorb the key up-projection into the queries: per head, [t, nope] → [t, lora];
         // all heads in one parallel region.
-        let mut q_nope = Buf::zeros(nh * t * nope); // nh x [t, nope]
+        let mut q_nope = Buf::for_overwrite(nh * t * nope); // nh x [t, nope], every row copied
         for (head, qh) in q_nope.chunks_exact_mut(t * nope).enumerate() {
             let rows = segs.iter().flat_map(|s| s.rows.clone());
             for (row, qr) in rows.zip(qh.chunks_exact_mut(nope)) {
@@ -305,7 +306,8 @@ impl Deepseek2 {
                         i += 1;
                     }
                 }
-            })
+            });
+            reuse::trim(buf, SCORES_KEEP_BYTES);
         });
         Stash::put(&LATENTS, per_head);
         q_abs.clear();
@@ -314,7 +316,7 @@ impl Deepseek2 {
         let done = Linear::forward_into(&jobs, &mut q_abs);
         Stash::put(&JOBS, jobs);
         let attn = done.map(|()| {
-            let mut attn = Buf::zeros(t * nh * vd); // [t, nh * vd]
+            let mut attn = Buf::for_overwrite(t * nh * vd); // [t, nh * vd], every head copied
             for (head, o) in q_abs.iter().enumerate() {
                 for ti in 0..t {
                     attn[(ti * nh + head) * vd..][..vd].copy_from_slice(&o[ti * vd..(ti + 1) * vd]);

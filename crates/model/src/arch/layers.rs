@@ -8,7 +8,7 @@ use crate::tensor::{Tensor, WeightStore};
 use mixture_kernels::matmul::{matmul_many, MatJob};
 use mixture_kernels::ops::{self, sigmoid, softmax};
 use mixture_kernels::pool;
-use mixture_kernels::reuse::{Buf, Stash};
+use mixture_kernels::reuse::{self, Buf, Stash};
 use mixture_kernels::vecf32::{axpy, axpy_strided, axpy_strided2, dot_strided, dot_strided2};
 
 /// A linear layer `y = x W^T (+ b)` over a stored weight `[out, in]`.
@@ -352,7 +352,10 @@ pub fn attention_many(
                     axpy_strided(ob, wb, &values[visible * vs..], vs);
                 }
             }
-        })
+        });
+        // Decode at this context needs the same scores each step; only a pathological size
+        // is not kept.
+        reuse::trim(buf, SCORES_KEEP_BYTES);
     });
     Stash::put(&TASKS, tasks);
     Stash::put(&CHUNKS, chunks);
@@ -360,6 +363,9 @@ pub fn attention_many(
     Stash::put(&ROWS, rows);
     out
 }
+
+/// Attention keeps its participants' score buffers between calls up to this size.
+pub(crate) const SCORES_KEEP_BYTES: usize = 64 << 20;
 
 /// Positions a kept score scratch is sized for when `n` are needed: whole steps of 1024, so
 /// that a decoding sequence's scratch grows once per 1024 positions, not with every token.
