@@ -100,17 +100,14 @@ impl Sampler {
         if self.params.temperature <= 0.0 {
             return argmax(logits);
         }
-        let (mut cand, mut probs) = (
-            std::mem::take(&mut self.cand),
-            std::mem::take(&mut self.probs),
-        );
-        let tok = self.pick_in(logits, &mut cand, &mut probs);
-        (self.cand, self.probs) = (cand, probs);
-        tok
-    }
-
-    fn pick_in(&mut self, logits: &[f32], cand: &mut Vec<(u32, f32)>, probs: &mut Vec<f32>) -> u32 {
-        let inv_t = 1.0 / self.params.temperature;
+        let Sampler {
+            params,
+            rng,
+            cand,
+            probs,
+            ..
+        } = self;
+        let inv_t = 1.0 / params.temperature;
         cand.clear();
         cand.extend(
             logits
@@ -125,7 +122,7 @@ impl Sampler {
         // Most likely first, ties by id: a strict total order, so partial selection keeps
         // exactly the tokens a full sort would.
         let order = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
-        let k = self.params.top_k;
+        let k = params.top_k;
         if k > 0 && k < cand.len() {
             cand.select_nth_unstable_by(k - 1, order);
             cand.truncate(k);
@@ -137,12 +134,12 @@ impl Sampler {
         probs.extend(cand.iter().map(|c| (c.1 - max).exp()));
         let sum: f32 = probs.iter().sum();
         probs.iter_mut().for_each(|p| *p /= sum);
-        if self.params.top_p < 1.0 {
+        if params.top_p < 1.0 {
             let mut acc = 0.0;
             let mut keep = probs.len();
             for (i, p) in probs.iter().enumerate() {
                 acc += p;
-                if acc >= self.params.top_p {
+                if acc >= params.top_p {
                     keep = i + 1;
                     break;
                 }
@@ -151,15 +148,15 @@ impl Sampler {
             let s: f32 = probs.iter().sum();
             probs.iter_mut().for_each(|p| *p /= s);
         }
-        if self.params.min_p > 0.0 {
+        if params.min_p > 0.0 {
             // probs[0] is the largest; the kept ones stay sorted.
-            let floor = probs[0] * self.params.min_p;
+            let floor = probs[0] * params.min_p;
             let keep = probs.iter().take_while(|&&p| p >= floor).count().max(1);
             probs.truncate(keep);
             let s: f32 = probs.iter().sum();
             probs.iter_mut().for_each(|p| *p /= s);
         }
-        let r: f32 = self.rng.random();
+        let r: f32 = rng.random();
         let mut acc = 0.0;
         for (i, p) in probs.iter().enumerate() {
             acc += p;

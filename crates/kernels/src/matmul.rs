@@ -19,7 +19,7 @@ use crate::gemm;
 use crate::ops::WeightRef;
 use crate::pool;
 use crate::qdot::{self, GroupedActs, QuantActs, RowDot};
-use crate::reuse::Stash;
+use crate::reuse::{self, Stash};
 use crate::vecf32;
 use std::cell::RefCell;
 
@@ -324,11 +324,8 @@ pub fn matmul_many(jobs: &mut [MatJob<'_>]) -> Result<(), KernelError> {
         }
     }
     let kernel = gemm::Kernel::best();
-    let mut fresh = Vec::new();
-    let result = SCRATCH.with(|kept| {
-        // Nested in another call on this thread (not done today): its own scratch.
-        let mut held = kept.try_borrow_mut().ok();
-        let slots = pool::PerSlot::new(held.as_deref_mut().unwrap_or(&mut fresh), 1);
+    let result = reuse::with_local(&SCRATCH, |buf| {
+        let slots = pool::PerSlot::new(buf, 1);
         pool::try_for_each_mut_slot(&mut tasks, |slot, _, task| {
             // SAFETY: `slot` is this task's participant slot.
             let (row_f32, bufs, tmp) = &mut unsafe { slots.get(slot) }[0];

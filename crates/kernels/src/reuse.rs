@@ -70,6 +70,18 @@ impl<S> Default for Stash<S> {
     }
 }
 
+/// `f` with this thread's value of `key` (a kept scratch), or with a fresh default one when
+/// a caller up the stack holds it (a nested call).
+pub fn with_local<T: Default, R>(
+    key: &'static LocalKey<RefCell<T>>,
+    f: impl FnOnce(&mut T) -> R,
+) -> R {
+    key.with(|kept| match kept.try_borrow_mut() {
+        Ok(mut held) => f(&mut held),
+        Err(_) => f(&mut T::default()),
+    })
+}
+
 /// Free `v`'s allocation if it holds more than `max_bytes` (a kept scratch buffer after a
 /// call that needed an unusually large one).
 pub fn trim<T>(v: &mut Vec<T>, max_bytes: usize) {
@@ -113,7 +125,7 @@ pub fn take_kept<T>(key: &'static LocalKey<Kept<T>>, len: usize) -> Option<Vec<T
 /// Put `v` on `key`'s list, unless the list's buffers would then hold more than `max_values`
 /// together; with `max_len` buffers kept already, `v` replaces the smallest if it is larger.
 pub fn keep<T>(key: &'static LocalKey<Kept<T>>, v: Vec<T>, max_len: usize, max_values: usize) {
-    if v.capacity() == 0 || v.capacity() > max_values {
+    if v.capacity() == 0 {
         return;
     }
     // A thread that is exiting (its thread-locals gone) just frees `v`.
@@ -172,7 +184,7 @@ pub fn floats_for_overwrite(len: usize) -> Vec<f32> {
 
 /// A copy of `x` in a buffer from the free list when one is large enough.
 pub fn floats_from(x: &[f32]) -> Vec<f32> {
-    let mut v = floats(x.len());
+    let mut v = floats_for_overwrite(x.len());
     v.copy_from_slice(x);
     v
 }
@@ -181,11 +193,6 @@ pub fn floats_from(x: &[f32]) -> Vec<f32> {
 /// [`KEEP_FLOATS`], or enough are kept: then the smallest goes if `v` is larger).
 pub fn give(v: Vec<f32>) {
     keep(&FLOATS, v, KEEP_MAX, KEEP_FLOATS);
-}
-
-/// [`give`] every buffer of `vs`.
-pub fn give_all(vs: impl IntoIterator<Item = Vec<f32>>) {
-    vs.into_iter().for_each(give);
 }
 
 /// An `f32` buffer from [`floats`] that goes back to the thread's free list when dropped:

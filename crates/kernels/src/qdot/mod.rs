@@ -19,6 +19,7 @@ use crate::dtype::DType;
 use crate::reuse::{keep, take_kept, Kept};
 use half::f16;
 use std::sync::OnceLock;
+use std::thread::LocalKey;
 
 /// 32 activations as Q8_0: `x ≈ d * q`, `d` an f16 value held as f32.
 #[repr(C)]
@@ -434,15 +435,16 @@ impl QuantActs {
     /// Quantize `x` (`rows` rows of `k`) for weights of type `w`; `None` for float weights.
     pub fn for_weight(w: DType, x: &[f32], k: usize) -> Option<QuantActs> {
         let rows = x.len() / k.max(1);
-        fn run<B: Default + Clone + Send + Spare>(
+        fn run<B: Default + Clone + Send>(
             x: &[f32],
             k: usize,
             rows: usize,
             per: usize,
             f: fn(&[f32], &mut [B]),
+            kept: &'static LocalKey<Kept<B>>,
         ) -> Vec<B> {
             let nb = k / per;
-            let mut out = B::take(rows * nb);
+            let mut out = take_spare(kept, rows * nb);
             out.resize(rows * nb, B::default());
             if rows >= 8 {
                 let mut pairs: Vec<_> = out.chunks_mut(nb).zip(x.chunks(k)).collect();
@@ -456,11 +458,13 @@ impl QuantActs {
         }
         Some(match w {
             DType::Q4_0 | DType::Q5_0 | DType::Q8_0 => {
-                QuantActs::Q8_0(run(x, k, rows, 32, quantize_q8_0))
+                QuantActs::Q8_0(run(x, k, rows, 32, quantize_q8_0, &KEPT_Q8_0))
             }
-            DType::Q4_1 | DType::Q5_1 => QuantActs::Q8_1(run(x, k, rows, 32, quantize_q8_1)),
+            DType::Q4_1 | DType::Q5_1 => {
+                QuantActs::Q8_1(run(x, k, rows, 32, quantize_q8_1, &KEPT_Q8_1))
+            }
             DType::Q2K | DType::Q3K | DType::Q4K | DType::Q5K | DType::Q6K => {
-                QuantActs::Q8K(run(x, k, rows, 256, quantize_q8k))
+                QuantActs::Q8K(run(x, k, rows, 256, quantize_q8k, &KEPT_Q8K))
             }
             DType::F32 | DType::F16 | DType::BF16 | DType::F8E4M3 | DType::Q8K => return None,
         })
@@ -469,20 +473,11 @@ impl QuantActs {
     /// Keep these activations' buffer for the next [`QuantActs::for_weight`] on this thread.
     pub fn recycle(self) {
         match self {
-            QuantActs::Q8_0(v) => BlockQ8_0x::put(v),
-            QuantActs::Q8_1(v) => BlockQ8_1x::put(v),
-            QuantActs::Q8K(v) => BlockQ8Kx::put(v),
+            QuantActs::Q8_0(v) => put_spare(&KEPT_Q8_0, v),
+            QuantActs::Q8_1(v) => put_spare(&KEPT_Q8_1, v),
+            QuantActs::Q8K(v) => put_spare(&KEPT_Q8K, v),
         }
     }
-}
-
-/// Activation blocks whose buffers are kept per thread between matmuls (a decode step
-/// quantizes a few dozen inputs; see [`crate::reuse`]).
-trait Spare: Sized + 'static {
-    /// An empty buffer for `len` blocks: the smallest kept one that holds them, or new.
-    fn take(len: usize) -> Vec<Self>;
-    /// Keep `v`'s allocation (emptied) for a later [`Spare::take`].
-    fn put(v: Vec<Self>);
 }
 
 /// Buffers kept per block type and thread: a decode step's matmuls quantize up to one input
@@ -494,28 +489,24 @@ const SPARES: usize = 128;
 const SPARE_BYTES: usize = 4 << 20;
 
 thread_local! {
+    // Activation buffers kept per thread between matmuls (a decode step quantizes a few
+    // dozen inputs; see `crate::reuse`).
     static KEPT_Q8_0: Kept<BlockQ8_0x> = const { std::cell::RefCell::new(Vec::new()) };
     static KEPT_Q8_1: Kept<BlockQ8_1x> = const { std::cell::RefCell::new(Vec::new()) };
     static KEPT_Q8K: Kept<BlockQ8Kx> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-macro_rules! spare {
-    ($t:ty, $key:ident) => {
-        impl Spare for $t {
-            fn take(len: usize) -> Vec<Self> {
-                let mut v = take_kept(&$key, len).unwrap_or_else(|| Vec::with_capacity(len));
-                v.clear();
-                v
-            }
-            fn put(v: Vec<Self>) {
-                keep(&$key, v, SPARES, SPARE_BYTES / size_of::<$t>())
-            }
-        }
-    };
+/// An empty buffer for `len` blocks: the smallest kept one that holds them, or new.
+fn take_spare<B>(key: &'static LocalKey<Kept<B>>, len: usize) -> Vec<B> {
+    let mut v = take_kept(key, len).unwrap_or_else(|| Vec::with_capacity(len));
+    v.clear();
+    v
 }
-spare!(BlockQ8_0x, KEPT_Q8_0);
-spare!(BlockQ8_1x, KEPT_Q8_1);
-spare!(BlockQ8Kx, KEPT_Q8K);
+
+/// Keep `v`'s allocation for a later [`take_spare`].
+fn put_spare<B>(key: &'static LocalKey<Kept<B>>, v: Vec<B>) {
+    keep(key, v, SPARES, SPARE_BYTES / size_of::<B>())
+}
 
 /// A dot product of a weight row with activation row `i`, for one weight format.
 #[derive(Clone, Copy)]

@@ -264,22 +264,14 @@ impl Deepseek2 {
         let mut jobs: Vec<(&Linear, &[f32])> = Stash::take(&JOBS);
         jobs.extend(block.k_b.iter().zip(q_nope.chunks_exact(t * nope)));
         let mut q_abs: Vec<Buf> = Stash::take(&HEADS);
-        let done = Linear::forward_into(&jobs, &mut q_abs); // nh x [t, lora]
+        Linear::forward_into(&jobs, &mut q_abs)?; // nh x [t, lora]
         jobs.clear();
-        if let Err(e) = done {
-            Stash::put(&JOBS, jobs);
-            return Err(e);
-        }
         // Attention over each latent cache, heads in parallel: Σ_p a_p c_p, [t, lora].
         let max_pos = segs.iter().map(|s| s.cache_k.len() / kw).max().unwrap_or(0);
         let mut latents = Buf::zeros(nh * t * lora); // nh x [t, lora]
         let mut per_head: Vec<&mut [f32]> = Stash::take(&LATENTS);
         per_head.extend(latents.chunks_exact_mut(t * lora));
-        let mut fresh = Vec::new();
-        SCORES.with(|kept| {
-            let mut held = kept.try_borrow_mut().ok();
-            // Nested in another call on this thread (not done today): its own.
-            let buf = held.as_deref_mut().unwrap_or(&mut fresh);
+        reuse::with_local(&SCORES, |buf| {
             let slots = pool::PerSlot::new(buf, 2 * scratch_positions(max_pos));
             pool::for_each_mut_slot(&mut per_head, |slot, head, latent| {
                 let q_abs = &q_abs[head];
@@ -313,19 +305,16 @@ impl Deepseek2 {
         q_abs.clear();
         // The value up-projection, all heads in one region: [t, lora] → [t, vd].
         jobs.extend(block.v_b.iter().zip(latents.chunks_exact(t * lora)));
-        let done = Linear::forward_into(&jobs, &mut q_abs);
+        Linear::forward_into(&jobs, &mut q_abs)?;
         Stash::put(&JOBS, jobs);
-        let attn = done.map(|()| {
-            let mut attn = Buf::for_overwrite(t * nh * vd); // [t, nh * vd], every head copied
-            for (head, o) in q_abs.iter().enumerate() {
-                for ti in 0..t {
-                    attn[(ti * nh + head) * vd..][..vd].copy_from_slice(&o[ti * vd..(ti + 1) * vd]);
-                }
+        let mut attn = Buf::for_overwrite(t * nh * vd); // [t, nh * vd], every head copied
+        for (head, o) in q_abs.iter().enumerate() {
+            for ti in 0..t {
+                attn[(ti * nh + head) * vd..][..vd].copy_from_slice(&o[ti * vd..(ti + 1) * vd]);
             }
-            attn
-        });
+        }
         Stash::put(&HEADS, q_abs);
-        attn
+        Ok(attn)
     }
 
     /// Expanded MLA, as the paper writes it: every cached position's latent up-projected to
@@ -516,14 +505,7 @@ impl Deepseek2 {
             }
             Stash::put(&EXPAND, expand);
             if !segs.is_empty() {
-                let a = self.attend_absorbed(block, &q, &segs); // [Σ t, nh * vd]
-                let a = match a {
-                    Ok(a) => a,
-                    Err(e) => {
-                        Stash::put(&SEGS, segs);
-                        return Err(e);
-                    }
-                };
+                let a = self.attend_absorbed(block, &q, &segs)?; // [Σ t, nh * vd]
                 if segs.len() == items.len() {
                     attn = a; // every row, in order
                 } else {

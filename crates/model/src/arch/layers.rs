@@ -93,26 +93,17 @@ impl Linear {
         thread_local! {
             static JOBS: Stash<MatJob<'static>> = const { Stash::new() };
         }
+        // On an error the stashed vector is dropped (the next call allocates a new one).
         let mut jobs: Vec<MatJob<'_>> = Stash::take(&JOBS);
-        let mut done = Ok(());
         for ((l, x), out) in layers.iter().zip(outs.iter_mut()) {
-            match l.w.as_weight() {
-                Ok(w) => jobs.push(MatJob {
-                    w,
-                    x,
-                    out: out.as_mut_slice(),
-                }),
-                Err(e) => {
-                    done = Err(e);
-                    break;
-                }
-            }
+            jobs.push(MatJob {
+                w: l.w.as_weight()?,
+                x,
+                out: out.as_mut_slice(),
+            });
         }
-        if done.is_ok() {
-            done = matmul_many(&mut jobs).map_err(Into::into);
-        }
+        matmul_many(&mut jobs)?;
         Stash::put(&JOBS, jobs);
-        done?;
         for ((l, _), y) in layers.iter().zip(outs.iter_mut()) {
             if let Some(b) = &l.b {
                 for row in y.chunks_exact_mut(l.out) {
@@ -275,11 +266,7 @@ pub fn attention_many(
             });
         }
     }
-    let mut fresh = Vec::new();
-    SCORES.with(|kept| {
-        let mut held = kept.try_borrow_mut().ok();
-        // Nested in another call on this thread (not done today): its own.
-        let buf = held.as_deref_mut().unwrap_or(&mut fresh);
+    reuse::with_local(&SCORES, |buf| {
         let slots = pool::PerSlot::new(buf, 2 * per_task * scratch_positions(max_pos));
         pool::for_each_mut_slot(&mut tasks, |slot, _, task| {
             // SAFETY: `slot` is this task's participant slot.
@@ -469,28 +456,26 @@ impl Ffn {
         let mut layers: Vec<(&Linear, &[f32])> = Stash::take(&LAYERS);
         layers.extend(ffns.iter().flat_map(|(f, x)| [(&f.gate, *x), (&f.up, *x)]));
         let mut gu: Vec<Buf> = Stash::take(&GATE_UP);
-        let mut done = Linear::forward_into(&layers, &mut gu);
-        if done.is_ok() {
-            // silu(gate) * up in pieces of SWIGLU_PIECE, in parallel (the pool keeps a
-            // single piece on its caller).
-            let mut pieces: Vec<(&mut [f32], &[f32])> = Stash::take(&PIECES);
-            for pair in gu.chunks_exact_mut(2) {
-                let (g, u) = pair.split_at_mut(1);
-                pieces.extend(g[0].chunks_mut(SWIGLU_PIECE).zip(u[0].chunks(SWIGLU_PIECE)));
-            }
-            pool::for_each_mut(&mut pieces, |_, (g, u)| ops::swiglu(g, u));
-            Stash::put(&PIECES, pieces);
-            layers.clear();
-            layers.extend(
-                ffns.iter()
-                    .zip(gu.chunks_exact(2))
-                    .map(|((f, _), gu)| (&f.down, gu[0].as_slice())),
-            );
-            done = Linear::forward_into(&layers, outs);
+        Linear::forward_into(&layers, &mut gu)?;
+        // silu(gate) * up in pieces of SWIGLU_PIECE, in parallel (the pool keeps a single
+        // piece on its caller).
+        let mut pieces: Vec<(&mut [f32], &[f32])> = Stash::take(&PIECES);
+        for pair in gu.chunks_exact_mut(2) {
+            let (g, u) = pair.split_at_mut(1);
+            pieces.extend(g[0].chunks_mut(SWIGLU_PIECE).zip(u[0].chunks(SWIGLU_PIECE)));
         }
+        pool::for_each_mut(&mut pieces, |_, (g, u)| ops::swiglu(g, u));
+        Stash::put(&PIECES, pieces);
+        layers.clear();
+        layers.extend(
+            ffns.iter()
+                .zip(gu.chunks_exact(2))
+                .map(|((f, _), gu)| (&f.down, gu[0].as_slice())),
+        );
+        Linear::forward_into(&layers, outs)?;
         Stash::put(&LAYERS, layers);
         Stash::put(&GATE_UP, gu);
-        done
+        Ok(())
     }
 }
 
@@ -573,12 +558,7 @@ impl Moe {
         thread_local! {
             static SCRATCH: std::cell::RefCell<RouteScratch> = std::cell::RefCell::default();
         }
-        let mut fresh = RouteScratch::default();
-        SCRATCH.with(|kept| {
-            let mut held = kept.try_borrow_mut().ok();
-            let sc = held.as_deref_mut().unwrap_or(&mut fresh);
-            self.route_with(logits, sc, chosen);
-        });
+        reuse::with_local(&SCRATCH, |sc| self.route_with(logits, sc, chosen));
     }
 
     fn route_with(&self, logits: &[f32], sc: &mut RouteScratch, chosen: &mut Vec<(usize, f32)>) {
@@ -662,6 +642,8 @@ impl Moe {
             static INPUTS: Stash<Buf> = const { Stash::new() };
             static FFNS: Stash<(&'static Ffn, &'static [f32])> = const { Stash::new() };
             static OUTS: Stash<Buf> = const { Stash::new() };
+            /// One token's choice of experts.
+            static CHOSEN: Stash<(usize, f32)> = const { Stash::new() };
         }
         let ne = self.params.n_experts;
         let logits = self.router.forward(x, t)?; // [t, n_experts]
@@ -711,32 +693,24 @@ impl Moe {
             (&self.experts[e], xe)
         }));
         let mut ys: Vec<Buf> = Stash::take(&OUTS);
-        let done = Ffn::forward_into(&ffns, &mut ys);
+        Ffn::forward_into(&ffns, &mut ys)?;
         Stash::put(&FFNS, ffns);
         Stash::put(&INPUTS, inputs);
-        let out = done.map(|()| {
-            let mut ys = ys.drain(..);
-            let mut out = match &self.shared {
-                Some(_) => ys.next().unwrap_or_default(),
-                None => Buf::zeros(t * hidden),
-            };
-            for (&(_, from, to, _), y) in used.iter().zip(ys) {
-                for (&(_, ti, w), yr) in assign[from..to].iter().zip(y.chunks_exact(hidden)) {
-                    axpy(&mut out[ti * hidden..(ti + 1) * hidden], w, yr);
-                }
+        let mut each = ys.drain(..);
+        let mut out = match &self.shared {
+            Some(_) => each.next().unwrap_or_default(),
+            None => Buf::zeros(t * hidden),
+        };
+        for (&(_, from, to, _), y) in used.iter().zip(each) {
+            for (&(_, ti, w), yr) in assign[from..to].iter().zip(y.chunks_exact(hidden)) {
+                axpy(&mut out[ti * hidden..(ti + 1) * hidden], w, yr);
             }
-            out
-        });
+        }
         Stash::put(&OUTS, ys);
         Stash::put(&USED, used);
         Stash::put(&ASSIGN, assign);
-        out
+        Ok(out)
     }
-}
-
-thread_local! {
-    /// One token's choice of experts in [`Moe::forward`].
-    static CHOSEN: Stash<(usize, f32)> = const { Stash::new() };
 }
 
 /// [`Moe::route`]'s working vectors.

@@ -161,15 +161,7 @@ impl BatchRows {
         };
         norm.apply(&mut sel);
         let total: usize = counts.iter().sum();
-        let all = output.forward(&sel, total); // [total, vocab]
-        drop(sel);
-        let all = match all {
-            Ok(all) => all,
-            Err(e) => {
-                Stash::put(&COUNTS, counts);
-                return Err(e);
-            }
-        };
+        let all = output.forward(&sel, total)?; // [total, vocab]
         if counts.len() == 1 {
             out.push(all.into_vec());
         } else {
